@@ -1,0 +1,1 @@
+"""lipsweep's analysis: runs table, ranking, export, plots, diagnostics."""

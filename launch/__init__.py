@@ -1,0 +1,1 @@
+"""lipsweep's command line (`python -m launch`) and what starts runs."""

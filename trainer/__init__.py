@@ -1,0 +1,1 @@
+"""lipsweep's trainer: config, text, data, augment, model, search, train loop, tracking."""
