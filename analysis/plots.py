@@ -1,0 +1,41 @@
+"""Plots as PNG files (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None and "epoch" in r]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def learning_curves(rows: Sequence[dict[str, Any]], out: Path, title: str = "") -> Path:
+    """Train/val loss and train/val CER per epoch, side by side."""
+    fig, (ax_loss, ax_cer) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, style in (("train/loss", "-"), ("val/loss", "--")):
+        ax_loss.plot(*_series(rows, key), style, marker="o", ms=3, label=key)
+    for key, style in (("train/cer", "-"), ("val/cer", "--"), ("val/cer_ctc_greedy", ":")):
+        xs, ys = _series(rows, key)
+        if xs:
+            ax_cer.plot(xs, ys, style, marker="o", ms=3, label=key)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_cer.set(xlabel="epoch", ylabel="CER", title="character error rate", ylim=(0, None))
+    for ax in (ax_loss, ax_cer):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
