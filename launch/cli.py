@@ -63,3 +63,12 @@ def main() -> None:
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+
+from launch.train import train_command  # noqa: E402
+
+cli.add_command(train_command)
+
+from launch.data import data_group  # noqa: E402
+
+cli.add_command(data_group)

@@ -56,7 +56,9 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 class RunLog:
     """Writes one run: its folder and, when enabled, its W&B run with the same content."""
 
-    def __init__(self, run_dir: Path, cfg: Config, wandb_id: str | None = None, resume_epoch: int | None = None):
+    def __init__(
+        self, run_dir: Path, cfg: Config, name: str = "", wandb_id: str | None = None, resume_epoch: int | None = None
+    ):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.mode = wandb_mode(cfg)
@@ -66,10 +68,10 @@ class RunLog:
             kept = [r for r in read_metrics(self.dir) if r.get("epoch", 0) <= resume_epoch]
             atomic_write_text(self.dir / METRICS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
         if self.mode != "disabled":
-            self._start_wandb(cfg, wandb_id)
+            self._start_wandb(cfg, name, wandb_id)
 
     # ------------------------------------------------------------------ W&B
-    def _start_wandb(self, cfg: Config, wandb_id: str | None) -> None:
+    def _start_wandb(self, cfg: Config, name: str, wandb_id: str | None) -> None:
         import wandb
 
         t = cfg.tracking
@@ -79,7 +81,7 @@ class RunLog:
             entity=t.entity or None,
             group=t.group or None,
             tags=list(t.tags) or None,
-            name=t.name or None,
+            name=t.name or name or None,
             dir=str(self.dir),
             id=wandb_id,
             resume="allow" if wandb_id else None,
