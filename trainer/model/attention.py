@@ -1,4 +1,5 @@
-"""Multi-head attention shared by the encoder and the decoder (auto_avsr's `linear_q/k/v/out` layout).
+"""Blocks shared by the encoder and the decoder: multi-head attention (auto_avsr's `linear_q/k/v/out` layout),
+feed-forward, LayerNorm, sinusoidal positions.
 
 `USE_SDPA` picks `torch.nn.functional.scaled_dot_product_attention` (default) or the plain
 softmax(QK^T / sqrt(d)) V math; `bench/model.py` compares the two.
@@ -73,3 +74,29 @@ class MultiHeadAttention(nn.Module):
         q = self.split(self.linear_q(query))  # (B, H, Tq, dk)
         p = self.dropout if self.training else 0.0
         return self.merge(attend(q, k, v, mask, p, is_causal))
+
+
+def sinusoid_table(positions: Tensor, dim: int) -> Tensor:
+    """ESPnet's absolute sinusoidal encoding: positions (T,) float -> (T, dim), sin on even and cos on odd channels."""
+    inv_freq = torch.exp(
+        torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) * -(math.log(10000.0) / dim)
+    )
+    angles = positions.float()[:, None] * inv_freq  # (T, dim / 2)
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)  # (T, dim)
+
+
+class FeedForward(nn.Module):
+    """w_2(dropout(relu(w_1(x)))), auto_avsr's `PositionwiseFeedForward`."""
+
+    def __init__(self, dim: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.w_1 = nn.Linear(dim, ffn_dim)
+        self.w_2 = nn.Linear(ffn_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w_2(self.dropout(torch.relu(self.w_1(x))))
+
+
+def layer_norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=1e-12)

@@ -8,33 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from trainer.model.attention import MultiHeadAttention
-
-
-def sinusoid_table(positions: Tensor, dim: int) -> Tensor:
-    """ESPnet's absolute sinusoidal encoding: positions (T,) float -> (T, dim), sin on even and cos on odd channels."""
-    inv_freq = torch.exp(
-        torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) * -(math.log(10000.0) / dim)
-    )
-    angles = positions.float()[:, None] * inv_freq  # (T, dim / 2)
-    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)  # (T, dim)
-
-
-class FeedForward(nn.Module):
-    """w_2(dropout(relu(w_1(x)))), auto_avsr's `PositionwiseFeedForward`."""
-
-    def __init__(self, dim: int, ffn_dim: int, dropout: float):
-        super().__init__()
-        self.w_1 = nn.Linear(dim, ffn_dim)
-        self.w_2 = nn.Linear(ffn_dim, dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.w_2(self.dropout(torch.relu(self.w_1(x))))
-
-
-def layer_norm(dim: int) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, eps=1e-12)
+from trainer.model.attention import FeedForward, MultiHeadAttention, layer_norm, sinusoid_table
 
 
 class DecoderLayer(nn.Module):
