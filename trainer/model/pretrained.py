@@ -57,9 +57,9 @@ class LoadReport:
         lines = [
             f"checkpoint {self.path} ({self.format} format), parts {', '.join(self.parts)}: "
             f"{len(self.loaded)} keys loaded ({self.loaded_parameters:,} values)",
-            f"  {'status':<15}{'part':<14}{'keys':>6}  reason",
+            f"  {'status':<16}{'part':<14}{'keys':>6}  reason",
         ]
-        lines += [f"  {s:<15}{p:<14}{n:>6}  {why}" for (s, p, why), n in rows.items()]
+        lines += [f"  {s:<16}{p:<14}{n:>6}  {why}" for (s, p, why), n in rows.items()]
         if keys:
             lines += [f"  loaded          {k}" for k in self.loaded]
             lines += [f"  re-initialised  {k}: {why}" for k, why in self.reinitialised.items()]
@@ -169,11 +169,19 @@ def load_pretrained(model: nn.Module, path: str | Path, parts: list[str] | tuple
     Fewer encoder blocks in the model: the first ones are loaded. A different output size: the decoder embedding,
     output layer and CTC head are re-initialised. Any other shape mismatch is a CheckpointError naming the key.
     """
+    state, fmt = unwrap(read_checkpoint(path), path)
+    return load_state(model, state, parts, source=str(path), fmt=fmt)
+
+
+def load_state(
+    model: nn.Module, state: dict[str, Tensor], parts: list[str] | tuple[str, ...], source: str, fmt: str
+) -> LoadReport:
+    """`load_pretrained` on an already read and unwrapped state dict (`source` names it in messages)."""
     for p in parts:
         if p not in PARTS:
             raise ValueError(f"unknown part {p!r}; parts are {', '.join(PARTS)}")
-    state, fmt = unwrap(read_checkpoint(path), path)
-    report = LoadReport(str(path), fmt, list(parts))
+    path = source
+    report = LoadReport(source, fmt, list(parts))
     target = model.state_dict()
     model_blocks = len(model.encoder.encoders)
     arch = describe(state)
@@ -185,9 +193,10 @@ def load_pretrained(model: nn.Module, path: str | Path, parts: list[str] | tuple
         if key not in target:
             m = ENCODER_BLOCK.match(key)
             if m and int(m.group(1)) >= model_blocks:
-                report.unused[key] = (
-                    f"encoder blocks {model_blocks}..{ckpt_blocks - 1} dropped (the model keeps the first {model_blocks})"
+                dropped = (
+                    f"s {model_blocks}..{ckpt_blocks - 1}" if ckpt_blocks - 1 > model_blocks else f" {model_blocks}"
                 )
+                report.unused[key] = f"encoder block{dropped} dropped (the model keeps the first {model_blocks})"
             elif re.search(r"\.relu\d?\.|frontend3D\.2\.", key):
                 report.unused[key] = "PReLU weights: this model uses SiLU (swish) activations, as auto_avsr"
             elif fmt == "lrw" and part != "frontend":
