@@ -72,3 +72,7 @@ cli.add_command(train_command)
 from launch.data import data_group  # noqa: E402
 
 cli.add_command(data_group)
+
+from launch.checkpoint import checkpoint_group  # noqa: E402
+
+cli.add_command(checkpoint_group)

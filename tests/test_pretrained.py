@@ -208,3 +208,32 @@ def test_reference_auto_avsr_checkpoint_loads_completely(reference_dir):
     assert report.format == "auto_avsr" and not report.unused and not report.reinitialised
     want = torch.load(reference_dir / "auto_avsr_small" / "model.pth", weights_only=True)
     assert all(torch.equal(dst.state_dict()[k], v) for k, v in want.items())
+
+
+def test_cli_inspect_reports_without_training(reference_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+
+    config_file = tmp_path / "ref.yaml"
+    config_file.write_text(
+        "model:\n"
+        "  frontend: {widths: [16, 32, 64, 128]}\n"
+        "  encoder: {dim: 64, heads: 4, ffn_dim: 128, layers: 1, kernel_size: 31}\n"
+        "  decoder: {dim: 64, heads: 4, ffn_dim: 128, layers: 2}\n"
+        "  freeze: {frontend: true}\n"
+    )
+    checkpoint = str(reference_dir / "auto_avsr_small" / "model.pth")
+    result = CliRunner().invoke(cli, ["checkpoint", "inspect", checkpoint, "--config", str(config_file)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "auto_avsr format, 263 keys" in out and "model.encoder.layers = 2" in out and "odim = 228" in out
+    assert "encoder block 1 dropped (the model keeps the first 1)" in out
+    assert "part 'decoder' not in model.pretrained.parts" in out
+    frontend_row = next(line for line in out.splitlines() if line.startswith("frontend "))
+    assert frontend_row.split()[-1] == "0"  # frozen: no trainable parameters
+
+    result = CliRunner().invoke(cli, ["checkpoint", "inspect", checkpoint])  # base config: 768-dim model
+    assert isinstance(result.exception, CheckpointError)
+    msg = str(result.exception)
+    assert "frontend.frontend3D.0.weight" in msg and "[16, 1, 5, 7, 7]" in msg and "[64, 1, 5, 7, 7]" in msg
