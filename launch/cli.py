@@ -76,3 +76,7 @@ cli.add_command(data_group)
 from launch.checkpoint import checkpoint_group  # noqa: E402
 
 cli.add_command(checkpoint_group)
+
+from launch.synth import synth_command  # noqa: E402
+
+data_group.add_command(synth_command)
