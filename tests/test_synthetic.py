@@ -182,3 +182,18 @@ def test_bad_arguments():
         S.write_dataset("unused", 1, fmt="avi")
     with pytest.raises(ValueError, match="fit"):
         S.timeline([S.articulation("لَ")] * 30, 29, np.random.default_rng(0))
+
+
+def test_clips_load_through_the_data_pipeline(mp4_dir: Path, tmp_path: Path):
+    """The project's loader finds every clip, reads its frames and labels with ids in 1..226 and 6..24 tokens."""
+    from trainer.config import DataConfig
+    from trainer.data import load_dataset, read_video
+
+    cfg = DataConfig(root=str(mp4_dir), cache_dir=str(tmp_path / "cache"), val_ratio=0.0, test_ratio=0.0)
+    ds = load_dataset(cfg, TOKENIZER, log=lambda msg: None)
+    assert len(ds) == 4
+    for i in range(4):
+        video, targets = ds[i]
+        assert np.array_equal(video, read_video(mp4_dir / f"0000{i}.mp4"))
+        assert MIN <= len(video) <= MAX and 6 <= len(targets) <= 24 and all(1 <= t <= 226 for t in targets)
+        assert targets == TOKENIZER.encode(" ".join(read_csv(mp4_dir / f"0000{i}.csv")))
