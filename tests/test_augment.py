@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from trainer.augment import augment_batch, crop_flip, time_mask
+from trainer.augment import augment_batch, crop_flip, time_mask, warp_indices
 from trainer.config import AugmentConfig
 
 H = W = 112
@@ -171,6 +171,16 @@ def test_time_warp_keeps_lengths_endpoints_and_padding():
         assert (real[1:] - real[:-1] >= -1e-3).all(), "time warp must keep frame order"
         changed |= bool(((real - video[b, :n, 0, 0].float()).abs() > 1.0).any())
     assert changed, "time warp changed no clip"
+
+
+def test_warp_indices_resample_at_bounded_speed():
+    lengths = torch.tensor([38, 30, 29, 10, 2, 1])
+    src = warp_indices(lengths, 38, torch.Generator().manual_seed(0))
+    for b, n in enumerate(lengths.tolist()):
+        s = src[b, :n]
+        assert s[0] == 0 and s[-1] == n - 1 and (s.diff() >= 0).all() and (src[b, n:] == n - 1).all()
+        if n >= 10:  # mean speed of each half within the allowed range (rounding aside)
+            assert (s.diff() <= 2).all()
 
 
 def test_bad_inputs_raise():

@@ -63,32 +63,25 @@ def time_mask(
     return hit.any(dim=1)
 
 
-def time_warp(x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Resample each clip's real frames along time, keeping its length; (B, T, H, W) float -> same shape.
+def warp_indices(lengths: torch.Tensor, T: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Source frame of every output frame, (B, T) long: each clip's real frames resampled along time, length kept.
 
     A random pivot (30 % to 70 % of the clip) moves so that the part before it plays at a random speed in
-    WARP_SPEED and the part after it at the speed that brings the clip back to its own length; the first
-    and last real frames stay in place, so nothing said is cut off. Frames are blended linearly.
+    WARP_SPEED and the part after it at the speed that brings the clip back to its own length. The first
+    and last real frames stay in place, so nothing said is cut off; frames are dropped or repeated, as a
+    change of speed does. Padded positions point at the last real frame.
     """
-    B, T = x.shape[:2]
-    device = x.device
+    B, device = lengths.shape[0], lengths.device
     u = _uniform((B, 2), generator, device)
-    last = (lengths - 1).clamp(min=0).to(x.dtype)[:, None]  # (B, 1)
+    last = (lengths - 1).clamp(min=0).float()[:, None]  # (B, 1)
     pivot = (0.3 + 0.4 * u[:, :1]) * last  # (B, 1) source position of the pivot
     speed = WARP_SPEED[0] + (WARP_SPEED[1] - WARP_SPEED[0]) * u[:, 1:]  # (B, 1)
     target = torch.minimum(pivot / speed, last - 1e-3).clamp(min=1e-3)  # (B, 1) output position of the pivot
-    t = torch.arange(T, device=device, dtype=x.dtype)[None, :]  # (1, T)
+    t = torch.arange(T, device=device, dtype=torch.float32)[None, :]  # (1, T)
     before = t * pivot / target
     after = pivot + (t - target) * (last - pivot) / (last - target).clamp(min=1e-3)
     src = torch.where(t <= target, before, after)
-    src = torch.minimum(src.clamp(min=0), last)  # (B, T)
-    i0 = src.floor().long()
-    i1 = torch.minimum(i0 + 1, last.long())
-    frac = (src - i0.to(x.dtype))[:, :, None, None]  # (B, T, 1, 1)
-    shape = (B, T, *x.shape[2:])
-    f0 = x.gather(1, i0[:, :, None, None].expand(shape))
-    f1 = x.gather(1, i1[:, :, None, None].expand(shape))
-    return f0 + frac * (f1 - f0)
+    return torch.minimum(src.clamp(min=0), last).round().long()  # (B, T)
 
 
 def augment_batch(
@@ -124,16 +117,20 @@ def augment_batch(
         top = torch.full((B,), (H - crop) // 2, device=device, dtype=torch.long)
         left = torch.full((B,), (W - crop) // 2, device=device, dtype=torch.long)
         flip = torch.zeros(B, dtype=torch.bool, device=device)
-    x = crop_flip(video, top, left, flip, crop).float().div_(255.0)  # (B, T, crop, crop)
-
+    x = crop_flip(video, top, left, flip, crop)  # (B, T, crop, crop) uint8
     if train and cfg.time_warp:
-        x = time_warp(x, lengths, generator)
+        src = warp_indices(lengths, T, generator)  # (B, T)
+        x = x.gather(1, src[:, :, None, None].expand_as(x))
+    x = x.float()  # pixels 0..255
+
+    # the rest is one pass: out = x * scale + shift with a scale and shift per frame, (B, T, 1, 1)
+    scale = real.to(x.dtype) / (255.0 * cfg.std)  # (B, T): padded frames -> 0
+    shift = -cfg.mean / cfg.std * real.to(x.dtype)
     if train and cfg.time_mask_window > 0:
         masked = time_mask(lengths, T, cfg.time_mask_window, cfg.time_mask_stride, generator)  # (B, T)
-        real_f = real.to(x.dtype)[:, :, None, None]
-        clip_mean = (x * real_f).sum(dim=(1, 2, 3)) / (lengths.clamp(min=1) * crop * crop)  # (B,)
-        x = torch.where(masked[:, :, None, None], clip_mean[:, None, None, None], x)
-
-    x = (x - cfg.mean) / cfg.std
-    x = x * real[:, :, None, None].to(x.dtype)
+        frame_sums = x.sum(dim=(2, 3)) * real  # (B, T)
+        clip_mean = frame_sums.sum(dim=1) / (lengths.clamp(min=1) * crop * crop * 255.0)  # (B,) on [0, 1]
+        scale = scale.masked_fill(masked, 0.0)
+        shift = torch.where(masked, (clip_mean[:, None] - cfg.mean) / cfg.std, shift)
+    x = x.mul_(scale[:, :, None, None]).add_(shift[:, :, None, None])
     return x[:, :, None]  # (B, T, 1, crop, crop)
