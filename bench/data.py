@@ -6,13 +6,14 @@
 
 Rows: `synthetic clips` (generation, mp4 written), `decode .mp4` (PyAV + checks + label, what every epoch
 would cost without a cache), `cache: read clips` (each clip copied out of the memmap), `cache: padded
-batches of 32` (the DataLoader's collate), `augment train/val, batch of 32` (trainer.augment on --device).
+batches of 32` (the DataLoader's collate), `augment train / train + time warp / val, batch of 32` (trainer.augment on --device).
 Prints a Markdown table (best of --repeats) and fails if the cache is not at least 20x faster than decoding.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -83,11 +84,15 @@ def main() -> None:
         batch = ds.collate(list(range(min(BATCH, len(ds))))).to(device)
         aug = AugmentConfig()
         sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-        for train in (True, False):
+        warp = dataclasses.replace(aug, time_warp=True)
+        for name, train, cfg_aug in [("train", True, aug), ("train + time warp", True, warp), ("val", False, aug)]:
             g = torch.Generator(device).manual_seed(0)
-            t = best(lambda: augment_batch(batch.video, batch.lengths, aug, train, g), args.repeats, sync)  # noqa: B023
+            fn = lambda: augment_batch(batch.video, batch.lengths, cfg_aug, train, g)  # noqa: B023, E731
             rows.append(
-                (f"augment {'train' if train else 'val'}, batch of {len(batch.ids)} on {device}", len(batch.ids) / t)
+                (
+                    f"augment {name}, batch of {len(batch.ids)} on {device}",
+                    len(batch.ids) / best(fn, args.repeats, sync),
+                )
             )
 
     speedup = (len(ds) / read) / (n / decode)
