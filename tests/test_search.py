@@ -12,29 +12,37 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.config import DecodeConfig
+from trainer.config import DecodeConfig, DecoderConfig, EncoderConfig, FrontendConfig, ModelConfig
+from trainer.model import LipReader
 from trainer.model.decoder import TransformerDecoder
-from trainer.search import Hypothesis, SearchOptions, att_greedy, beam_search, ctc_greedy
+from trainer.search import Hypothesis, SearchOptions, att_greedy, beam_search, ctc_greedy, decode
 
 EOS = 227
 
 
 @functools.cache
-def load_reference(reference_dir: Path) -> tuple[dict, dict, TransformerDecoder]:
-    """expected.json, tensors.pt and the reference decoder with its weights (read once)."""
+def load_reference(reference_dir: Path) -> tuple[dict, dict, LipReader]:
+    """expected.json, tensors.pt and auto_avsr's small model in `LipReader` (read once)."""
     small = reference_dir / "auto_avsr_small"
     expected = json.loads((small / "expected.json").read_text())
     tensors = torch.load(small / "tensors.pt", weights_only=True)
-    cfg = expected["config"]
-    decoder = TransformerDecoder(cfg["odim"], cfg["ddim"], cfg["dheads"], cfg["dunits"], cfg["dlayers"], dropout=0.0)
-    state = torch.load(small / "model.pth", weights_only=True)
-    decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")})
-    return expected, tensors, decoder.eval()
+    c = expected["config"]
+    cfg = ModelConfig(
+        frontend=FrontendConfig(c["frontend_widths"]),
+        encoder=EncoderConfig(c["adim"], c["aheads"], c["eunits"], c["elayers"], c["cnn_module_kernel"]),
+        decoder=DecoderConfig(c["ddim"], c["dheads"], c["dunits"], c["dlayers"]),
+        ctc_weight=c["ctc_weight"],
+    )
+    model = LipReader(cfg, c["odim"])
+    model.load_state_dict(torch.load(small / "model.pth", weights_only=True))
+    return expected, tensors, model.eval()
 
 
 @pytest.fixture
 def reference(reference_dir: Path) -> tuple[dict, dict, TransformerDecoder]:
-    return load_reference(reference_dir)
+    """expected.json, tensors.pt and the reference model's decoder."""
+    expected, tensors, model = load_reference(reference_dir)
+    return expected, tensors, model.decoder
 
 
 def setting_id(setting: dict) -> str:
@@ -103,6 +111,23 @@ def test_padded_batch_equals_one_by_one(reference, setting_index: int) -> None:
     batched = search(decoder, tensors, order, options_of(setting))
     for got, i in zip(batched, order, strict=True):
         assert_same_nbest(got, setting["nbest"][i], tol=1e-4)
+
+
+def test_model_end_to_end_from_video(reference_dir: Path) -> None:
+    """`decode` on the model's own encoding of the padded videos: ESPnet's n-best for the user's setting."""
+    expected, tensors, model = load_reference(reference_dir)
+    setting = next(s for s in expected["decode"] if s["beam_size"] == 40)
+    norm = expected["normalize"]
+    video, lengths = padded(tensors, "video", [0, 1, 2])
+    video = ((video.float() / 255 - norm["mean"]) / norm["std"])[:, :, None]  # (B, T, 1, H, W)
+    with torch.no_grad():
+        enc, enc_lengths = model.encode(video, lengths)
+    for got, want in zip(decode(model, enc, enc_lengths, options_of(setting)), setting["nbest"], strict=True):
+        assert_same_nbest(got, want)
+    greedy = decode(model, enc, enc_lengths, options_of(setting), method="ctc_greedy")
+    assert [g[0].token_ids for g in greedy] == [
+        collapse(tensors[f"ctc_logp.{i}"].argmax(-1).tolist()) for i in range(3)
+    ]
 
 
 def test_scores_are_independent_of_the_search(reference) -> None:

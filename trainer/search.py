@@ -31,6 +31,7 @@ from torch import Tensor
 
 from trainer.config import DecodeConfig
 from trainer.ctc_prefix import CTCPrefixScorer, CTCPrefixState
+from trainer.model import LipReader
 
 PARTS = ("decoder", "ctc", "length_bonus")
 
@@ -366,6 +367,30 @@ def _nbest(history: list[_Step], batch: int, options: SearchOptions, eos: int) -
             hyps.append(Hypothesis(yseq, score[at], dict(zip(names, parts[at], strict=True))))
         out.append(hyps)
     return out
+
+
+METHODS = ("beam", "ctc_greedy", "att_greedy")
+
+
+@torch.no_grad()
+def decode(
+    model: LipReader, enc: Tensor, lengths: Tensor, options: SearchOptions, method: str = "beam"
+) -> list[list[Hypothesis]]:
+    """Decode the encoder output (B, T, D), lengths (B,) of `model` with `method` (beam, ctc_greedy or att_greedy).
+
+    Returns the n-best per utterance, best first (one hypothesis for the greedy methods).
+    """
+    if method == "beam":
+        use_ctc = options.ctc_weight > 0
+        logp = model.ctc_log_probs(enc) if use_ctc else None
+        return beam_search(model.decoder, enc, lengths, logp, options, eos=model.eos, blank=model.blank)
+    if method == "ctc_greedy":
+        return [[h] for h in ctc_greedy(model.ctc_log_probs(enc), lengths, blank=model.blank, eos=model.eos)]
+    if method == "att_greedy":
+        return [
+            [h] for h in att_greedy(model.decoder, enc, lengths, eos=model.eos, max_len_ratio=options.max_len_ratio)
+        ]
+    raise ValueError(f"decoding method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 # --------------------------------------------------------------------------- greedy decoders
