@@ -59,7 +59,7 @@ class LoadReport:
             f"{len(self.loaded)} keys loaded ({self.loaded_parameters:,} values)",
             f"  {'status':<16}{'part':<14}{'keys':>6}  reason",
         ]
-        lines += [f"  {s:<16}{p:<14}{n:>6}  {why}" for (s, p, why), n in rows.items()]
+        lines += [f"  {s:<16}{p:<14}{n:>6}  {why}".rstrip() for (s, p, why), n in rows.items()]
         if keys:
             lines += [f"  loaded          {k}" for k in self.loaded]
             lines += [f"  re-initialised  {k}: {why}" for k, why in self.reinitialised.items()]
