@@ -319,3 +319,7 @@ def test_apply_freezing_names_frozen_parts():
     assert names == ["proj_encoder", "encoder.encoders.0"]
     assert not any(p.requires_grad for p in model.encoder.encoders[0].parameters())
     assert all(p.requires_grad for p in model.encoder.encoders[1].parameters())
+    assert apply_freezing(model, FreezeConfig(frontend=True, encoder_layers=0)) == ["frontend"]
+    assert all(p.requires_grad for p in model.encoder.parameters())
+    model.train()
+    assert not model.frontend.trunk.layer1[0].bn1.training and model.encoder.encoders[0].conv_module.norm.training

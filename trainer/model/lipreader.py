@@ -209,6 +209,7 @@ def frozen_modules(model: LipReader, freeze: FreezeConfig) -> list[tuple[str, nn
 
 def apply_freezing(model: LipReader, freeze: FreezeConfig) -> list[str]:
     """Freeze what `freeze` names (no gradients, BatchNorm in eval mode from now on); returns the frozen part names."""
+    model.requires_grad_(True)  # the config is the whole truth: parts frozen before but not named now train again
     parts = frozen_modules(model, freeze)
     norms = []
     for _, module in parts:
