@@ -1,0 +1,138 @@
+"""The training loop end to end on a tiny model and dataset: files, resume, failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trainer import train as T
+from trainer.config import load_config
+from trainer.tracking import read_metrics, read_summary
+
+EPOCH_KEYS = {
+    "epoch",
+    "train/loss",
+    "train/loss_ctc",
+    "train/loss_att",
+    "train/acc",
+    "train/lr",
+    "train/clips_per_s",
+    "val/loss",
+    "val/loss_ctc",
+    "val/loss_att",
+    "val/cer",
+    "val/cer_ctc_greedy",
+    "val/letter_er",
+    "val/diacritic_er",
+    "train/cer",
+    "time/epoch_s",
+    "grad_norm/frontend_stem",
+    "grad_norm/frontend_last",
+    "grad_norm/proj_encoder",
+    "grad_norm/encoder",
+    "grad_norm/decoder",
+    "grad_norm/ctc",
+}
+
+
+def test_one_run_writes_every_file(tiny_config):
+    result = T.train(tiny_config, name="r1", verbose=False)
+    run = result.run_dir
+    assert result.state == "finished"
+    for rel in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "samples/epoch_001.csv",
+        "samples/epoch_002.csv",
+        "confusions.csv",
+        "plots/learning_curves.png",
+    ):
+        assert (run / rel).exists(), rel
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) >= EPOCH_KEYS, EPOCH_KEYS - set(rows[0])
+    assert rows[-1]["val/cer"] >= 0.0 and rows[0]["train/lr"] > 0
+    summary = read_summary(run)
+    assert summary["state"] == "finished" and summary["epochs"] == 2
+    assert summary["val/cer_best"] == min(r["val/cer"] for r in rows)
+    header = (run / "samples/epoch_002.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header == "id,frames,ref,hyp,cer,score"
+    assert (run / "confusions.csv").read_text(encoding="utf-8").startswith("kind,ref,hyp,count")
+    ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    assert {"model", "optimizer", "scaler", "rng", "step", "epoch", "config"} <= set(ckpt) and ckpt["epoch"] == 2
+    assert load_config(run / "config.yaml").model.encoder.dim == 16
+
+
+def _curve(run):
+    return [(r["epoch"], round(r["train/loss"], 5), round(r["val/cer"], 5)) for r in read_metrics(run)]
+
+
+def test_resume_after_a_stop_gives_the_same_metrics(tiny_config, monkeypatch):
+    tiny_config.train.max_epochs = 3
+    full = T.train(tiny_config, name="full", verbose=False)
+
+    # Stop in the middle of epoch 2 as SIGTERM would, then resume.
+    real_stop = T.StopRequest
+    calls = {"n": 0}
+
+    class StopMidEpoch(real_stop):
+        @property
+        def signal(self):
+            calls["n"] += 1
+            return "SIGTERM" if calls["n"] == 5 else None
+
+        @signal.setter
+        def signal(self, value):
+            pass
+
+    monkeypatch.setattr(T, "StopRequest", StopMidEpoch)
+    stopped = T.train(tiny_config, name="cut", verbose=False)
+    assert stopped.state == "stopped" and read_summary(stopped.run_dir)["state"] == "stopped"
+    monkeypatch.setattr(T, "StopRequest", real_stop)
+    resumed = T.train(tiny_config, resume=stopped.run_dir, verbose=False)
+    assert resumed.state == "finished"
+    assert _curve(resumed.run_dir) == _curve(full.run_dir)
+
+
+def test_nan_losses_are_skipped_then_fail_the_run(tiny_config, monkeypatch):
+    tiny_config.train.max_bad_steps = 2
+    real_forward = T.LipReader.forward
+
+    def nan_forward(self, *args):
+        out = real_forward(self, *args)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(T.LipReader, "forward", nan_forward)
+    with pytest.raises(T.TrainingFailed, match="2 optimizer steps in a row had a NaN/inf loss"):
+        T.train(tiny_config, name="nan", verbose=False)
+    summary = json.loads(
+        (tiny_config.train.run_dir and (T.Path(tiny_config.train.run_dir) / "nan/summary.json")).read_text()
+    )
+    assert summary["state"] == "failed" and "NaN" in summary["reason"]
+
+
+def test_out_of_memory_fails_with_the_batch_shape(tiny_config, monkeypatch):
+    def oom(self, *args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(T.LipReader, "forward", oom)
+    with pytest.raises(T.TrainingFailed, match=r"out of GPU memory on a batch of \(4, \d+, 1, 16, 16\)"):
+        T.train(tiny_config, name="oom", verbose=False)
+    summary = read_summary(T.Path(tiny_config.train.run_dir) / "oom")
+    assert summary["state"] == "failed" and "out of GPU memory" in summary["reason"]
+
+
+def test_prune_hook_stops_the_run_as_pruned(tiny_config):
+    tiny_config.train.max_epochs = 3
+    seen = []
+    result = T.train(
+        tiny_config, name="p", verbose=False, prune=lambda epoch, m: seen.append(m["val/cer"]) or epoch >= 1
+    )
+    assert result.state == "pruned" and len(seen) == 1 and len(read_metrics(result.run_dir)) == 1
+    assert read_summary(result.run_dir)["state"] == "pruned"
