@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -111,9 +109,7 @@ def test_nan_losses_are_skipped_then_fail_the_run(tiny_config, monkeypatch):
     monkeypatch.setattr(T.LipReader, "forward", nan_forward)
     with pytest.raises(T.TrainingFailed, match="2 optimizer steps in a row had a NaN/inf loss"):
         T.train(tiny_config, name="nan", verbose=False)
-    summary = json.loads(
-        (tiny_config.train.run_dir and (T.Path(tiny_config.train.run_dir) / "nan/summary.json")).read_text()
-    )
+    summary = read_summary(T.Path(tiny_config.train.run_dir) / "nan")
     assert summary["state"] == "failed" and "NaN" in summary["reason"]
 
 
