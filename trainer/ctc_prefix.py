@@ -1,9 +1,17 @@
 """Vectorised CTC prefix scoring for the beam search (Watanabe et al. 2017, Algorithm 2; Seki et al. 2019).
 
-All hypotheses of all utterances, and all their candidate next tokens, are scored at once:
-hypothesis rows are utterance-major (row `n` belongs to utterance `n // rows_per_utterance`),
-and the only Python loop is over encoder frames. Matches ESPnet's `CTCPrefixScoreTH`, including
-its finite log-zero and its treatment of padded frames (blank with probability 1).
+All hypotheses of all utterances are scored at once, rows utterance-major (row `n` belongs to
+utterance `n // rows_per_utterance`). ESPnet's `CTCPrefixScoreTH` runs the forward recursion over
+frames for every candidate token of every hypothesis; here the work is split in two:
+
+- `score`: the prefix probability of a hypothesis extended by token c,
+  psi(c) = sum_t phi(t - 1) x_t(c), needs only the hypothesis' own forward variables (phi) and the
+  token's frame probabilities, so for all tokens at once it is one matrix product per utterance,
+  (hypotheses x frames) @ (frames x vocabulary), in float64 with per-row and per-column scaling;
+- `extend`: the forward recursion over frames runs only for the extensions the search kept.
+
+The conventions are ESPnet's (a finite log-zero, padded frames as blank with probability 1, eos
+scored as the end of the sequence, blank never a token), so the scores agree to float rounding.
 """
 
 from __future__ import annotations
@@ -33,23 +41,32 @@ class CTCPrefixScorer:
     """The CTC log-probabilities of B utterances, laid out for prefix scoring."""
 
     x: Tensor  # (T, B, V) log-probs; frames past an utterance's end: LOGZERO, blank 0
+    scaled: Tensor  # (B, T, V) float64 exp(x - peak): frame probabilities relative to each token's peak
+    peak: Tensor  # (B, V) each token's highest log-prob over the frames
     end_frames: Tensor  # (B,) index of each utterance's last frame
     blank: int
     eos: int
 
     @classmethod
     def from_log_probs(cls, log_probs: Tensor, lengths: Tensor, blank: int, eos: int) -> CTCPrefixScorer:
-        """log_probs (B, T, V) log-softmax of the CTC head, lengths (B,) frames of each utterance."""
+        """log_probs (B, T, V) log-softmax of the CTC head, lengths (B,) frames of each utterance (>= 1)."""
         frames = torch.arange(log_probs.size(1), device=log_probs.device)
         pad = frames[None, :] >= lengths[:, None]  # (B, T)
         x = log_probs.float().masked_fill(pad[:, :, None], LOGZERO)
         x[:, :, blank] = x[:, :, blank].masked_fill(pad, 0.0)
-        return cls(x.transpose(0, 1).contiguous(), lengths - 1, blank, eos)
+        peak = x.amax(dim=1)  # (B, V)
+        scaled = torch.exp(x.double() - peak.double()[:, None, :])  # (B, T, V)
+        return cls(x.transpose(0, 1).contiguous(), scaled, peak, lengths - 1, blank, eos)
 
     def select_utterances(self, index: Tensor) -> CTCPrefixScorer:
         """The utterances at `index` (M,) int64."""
         return CTCPrefixScorer(
-            self.x.index_select(1, index), self.end_frames.index_select(0, index), self.blank, self.eos
+            self.x.index_select(1, index),
+            self.scaled.index_select(0, index),
+            self.peak.index_select(0, index),
+            self.end_frames.index_select(0, index),
+            self.blank,
+            self.eos,
         )
 
     def initial_state(self) -> CTCPrefixState:
@@ -59,51 +76,64 @@ class CTCPrefixScorer:
         r[:, 1] = torch.cumsum(self.x[:, :, self.blank], dim=0)
         return CTCPrefixState(r, self.x.new_zeros(batch))
 
-    def score(
-        self, state: CTCPrefixState, last: Tensor, candidates: Tensor, output_length: int
-    ) -> tuple[Tensor, Tensor]:
-        """Prefix probabilities of every hypothesis extended by each of its candidate tokens.
+    def _frame_log_probs(self, tokens: Tensor) -> Tensor:
+        """tokens (N,), rows utterance-major -> their log-probs at every frame (T, N)."""
+        frames, batch, _ = self.x.shape
+        index = tokens.view(1, batch, -1).expand(frames, -1, -1)
+        return self.x.gather(2, index).view(frames, -1)
+
+    def score(self, state: CTCPrefixState, last: Tensor, output_length: int) -> Tensor:
+        """Log prefix probability psi (N, V) of every hypothesis extended by every token.
 
         state: N hypotheses, all with `output_length` tokens after the sos; last (N,) their last token
-        (the sos for the empty prefix); candidates (N, C) token ids.
-        Returns psi (N, C), the log prefix probability of each extension (for eos: of the complete
-        sequence; for blank: LOGZERO), and r (T, 2, N, C), the forward variables of each extension,
-        to be picked with `next_state`.
+        (the sos for the empty prefix). For eos psi is the probability of the hypothesis as a complete
+        sequence, for blank LOGZERO.
+        """
+        frames, batch, vocab = self.x.shape
+        n = last.numel()
+        start = max(output_length, 1)  # the new token is first emitted at frame t >= start ...
+        r_sum = torch.logaddexp(state.r[:, 0], state.r[:, 1])  # (T, N)
+        phi = r_sum[start - 1 : frames - 1]  # (T', N) ... after the prefix, complete at t - 1
+        if phi.size(0):
+            top = phi.amax(dim=0)  # (N,)
+            weights = torch.exp(phi.double() - top.double()).T.reshape(batch, n // batch, -1)  # (B, K, T')
+            total = torch.bmm(weights, self.scaled[:, start:])  # (B, K, V)
+            psi = (torch.log(total) + self.peak.double()[:, None, :]).view(n, vocab) + top.double()[:, None]
+            psi = psi.float().clamp(min=LOGZERO)  # (N, V)
+            # repeating the last token needs a blank in between: only blank-ending prefixes count
+            repeat = torch.logsumexp(state.r[start - 1 : frames - 1, 1] + self._frame_log_probs(last)[start:], dim=0)
+            psi = psi.scatter(1, last[:, None], repeat[:, None])
+        else:
+            psi = self.x.new_full((n, vocab), LOGZERO)
+        if output_length == 0:  # or at frame 0, for the first token
+            psi = torch.logaddexp(psi, self.x[0].repeat_interleave(n // batch, dim=0))
+
+        rows = torch.arange(n, device=last.device)
+        end = self.end_frames.repeat_interleave(n // batch)  # (N,)
+        psi[:, self.eos] = r_sum[end, rows]
+        psi[:, self.blank] = LOGZERO
+        return psi
+
+    def extend(
+        self, state: CTCPrefixState, rows: Tensor, tokens: Tensor, last: Tensor, psi: Tensor, output_length: int
+    ) -> CTCPrefixState:
+        """The state of the extensions the search kept: hypotheses `rows` (M,) of `state` + `tokens` (M,).
+
+        last (N,): the last tokens of the hypotheses of `state`; psi (M,): the extensions' prefix
+        probabilities from `score`. The M rows must be utterance-major.
         """
         frames, batch, _ = self.x.shape
-        n, c = candidates.shape
-        per_utt = n // batch
-        index = candidates.reshape(1, batch, per_utt * c).expand(frames, batch, per_utt * c)
-        xc = self.x.gather(2, index).view(frames, n, c)  # (T, N, C)
-        xb = self.x[:, :, self.blank].repeat_interleave(per_utt, dim=1)[:, :, None]  # (T, N, 1)
-
-        r_prev_sum = torch.logaddexp(state.r[:, 0], state.r[:, 1])  # (T, N)
-        # paths into a repeated token must pass through a blank
-        same = (candidates == last[:, None])[None]  # (1, N, C)
-        phi = torch.where(same, state.r[:, 1, :, None], r_prev_sum[:, :, None])  # (T, N, C)
-
-        r = self.x.new_full((frames, 2, n, c), LOGZERO)
+        parent = state.select(rows)
+        r_sum = torch.logaddexp(parent.r[:, 0], parent.r[:, 1])  # (T, M)
+        phi = torch.where(tokens == last[rows], parent.r[:, 1], r_sum)  # (T, M)
+        emit = torch.stack(
+            (self._frame_log_probs(tokens), self._frame_log_probs(torch.full_like(tokens, self.blank))), 1
+        )
+        # z[t] = (r_n[t], phi[t], r_b[t]): forward variables ending in the token / in a blank
+        z = torch.stack((torch.full_like(phi, LOGZERO), phi, torch.full_like(phi, LOGZERO)), dim=1)  # (T, 3, M)
         if output_length == 0:
-            r[0, 0] = xc[0]
-        start = max(output_length, 1)
-        for t in range(start, frames):
-            r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + xc[t]
-            r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + xb[t]
-
-        # the extension's last token is emitted first at frame t, for t >= start (or at frame start - 1 in r)
-        first = r[start - 1, 0] if start - 1 < frames else xc.new_full((n, c), LOGZERO)
-        psi = torch.logsumexp(
-            torch.cat((phi[start - 1 : frames - 1] + xc[start:], first[None]), dim=0), dim=0
-        )  # (N, C)
-
-        rows = torch.arange(n, device=candidates.device)
-        end = self.end_frames.repeat_interleave(per_utt)  # (N,)
-        complete = r_prev_sum[end, rows]  # (N,) the hypothesis as a whole sequence
-        psi = torch.where(candidates == self.eos, complete[:, None], psi)
-        psi = psi.masked_fill(candidates == self.blank, LOGZERO)
-        return psi, r
-
-    @staticmethod
-    def next_state(psi: Tensor, r: Tensor, rows: Tensor, cols: Tensor) -> CTCPrefixState:
-        """The state of the extensions chosen by the search: hypothesis `rows` (M,) extended by candidate `cols` (M,)."""
-        return CTCPrefixState(r[:, :, rows, cols], psi[rows, cols])
+            z[0, 0] = emit[0, 0]
+        for t in range(max(output_length, 1), frames):
+            # r_n[t] = (r_n[t-1] + phi[t-1]) x_t(token);  r_b[t] = (r_n[t-1] + r_b[t-1]) x_t(blank)
+            z[t, 0::2] = torch.logaddexp(z[t - 1, 0:1], z[t - 1, 1:3]) + emit[t]
+        return CTCPrefixState(z[:, 0::2].contiguous(), psi)

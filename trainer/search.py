@@ -253,10 +253,10 @@ def _search_step(
 
     zeros = torch.zeros(n, c, device=device)
     dec_part = dec_logp.gather(1, cands) if dec_logp is not None else zeros  # (N, C)
-    psi = r = None
+    psi = None
     ctc_part = zeros
     if beams.ctc is not None:
-        psi, r = beams.ctc_scorer.score(beams.ctc, beams.tokens, cands, i)  # (N, C), (T, 2, N, C)
+        psi = beams.ctc_scorer.score(beams.ctc, beams.tokens, i).gather(1, cands)  # (N, C)
         ctc_part = psi - beams.ctc.psi[:, None]
     weighted = options.decoder_weight * dec_part + options.penalty
     weighted = weighted + options.ctc_weight * ctc_part
@@ -293,7 +293,7 @@ def _search_step(
         score.view(-1).masked_fill(~running.view(-1), -math.inf),
         parts,
         None if dec_state is None else _reorder_decoder(dec_state, src, expand=per_utt == 1),
-        None if psi is None else CTCPrefixScorer.next_state(psi, r, src, col),
+        None if psi is None else beams.ctc_scorer.extend(beams.ctc, src, token, beams.tokens, psi[src, col], i),
         beams.ctc_scorer,
         best_by_len,
     )
