@@ -80,3 +80,7 @@ cli.add_command(checkpoint_group)
 from launch.synth import synth_command  # noqa: E402
 
 data_group.add_command(synth_command)
+
+from launch.sweep import sweep_group  # noqa: E402
+
+cli.add_command(sweep_group)

@@ -1,0 +1,574 @@
+"""`sweep local`: a sweep YAML run by Optuna, without a W&B server.
+
+The study (sampler of the YAML's method, pruner of its `pruner:` block or `early_terminate`,
+direction of its metric) lives in an Optuna storage: SQLite under the runs folder by default,
+any SQLAlchemy URL (PostgreSQL for several machines) or Optuna's journal file. K worker
+processes here, and workers on other machines, share it. Each trial is a normal run (its own
+run folder `<train.run_dir>/<study>/<study>-tNNN`, its W&B run in the sweep's group when
+tracking is on) that reports the metric after each validation for pruning; the run folder
+and final metrics are kept as trial attributes. With an RDB storage a heartbeat marks the
+trial of a dead worker failed, and a retry of it (resuming its run folder) is queued.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import multiprocessing
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from launch.sweep_spec import SweepError, SweepSpec, check_pruner, grid_size, grid_space
+from trainer import config as config_mod
+from trainer.errors import ConfigError, UserError
+
+COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING,
+           optuna.trial.TrialState.WAITING)  # fmt: skip
+STUDY_DB = "study.db"
+
+# A trainer: `train(cfg, *, name, resume, prune, verbose) -> RunResult` (trainer.train.train, or a fake in tests).
+TrainFn = Callable[..., Any]
+
+
+class TrialFailed(Exception):
+    """The trial's run failed, or the trial was skipped (duplicate grid point, budget reached): it is marked FAIL."""
+
+
+@dataclass
+class LocalSweep:
+    """Everything a worker needs to run trials of one study (picklable: workers are separate processes)."""
+
+    spec: SweepSpec
+    study: str
+    storage: str
+    sweep_dir: Path
+    budget: int
+    pruner: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)
+    seed: int = 0
+    checkpoint: str | None = None
+    heartbeat: int = 60
+    max_retry: int = 2
+    verbose: bool = True
+
+
+# --------------------------------------------------------------------------- storage, sampler, pruner
+
+
+def is_journal(storage: str) -> bool:
+    return storage.startswith("journal:") or ("://" not in storage and storage.endswith((".log", ".journal")))
+
+
+def make_storage(storage: str, heartbeat: int = 60, max_retry: int = 2) -> optuna.storages.BaseStorage:
+    """An RDB storage (any SQLAlchemy URL) with heartbeat and retry (heartbeat > 0), or a journal file (`journal:PATH`, *.log)."""
+    if is_journal(storage):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(storage.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in storage:
+        raise ConfigError(
+            f"--storage {storage}: give an SQLAlchemy URL (sqlite:///path.db, postgresql://user@host/db) or journal:PATH"
+        )
+    engine_kwargs: dict[str, Any] = {}
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    elif storage.startswith("postgresql"):
+        engine_kwargs = {"pool_pre_ping": True}
+    retry: dict[str, Any] = {}
+    if heartbeat > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+                callback = {
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=max_retry
+                    )
+                }
+            else:
+                callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
+        retry = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat, **callback}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs, **retry)
+    except ImportError as e:
+        raise ConfigError(f"--storage {storage}: {e} (for PostgreSQL: pip install psycopg2-binary)") from None
+
+
+def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
+    """grid -> GridSampler, random -> RandomSampler, bayes -> TPESampler, all seeded."""
+    if spec.method == "grid":
+        return optuna.samplers.GridSampler(grid_space(spec.distributions()), seed=seed)
+    if spec.method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.method == "bayes":
+        return optuna.samplers.TPESampler(seed=seed)
+    raise ConfigError(f"method: {spec.method}: `sweep local` runs grid, random and bayes sweeps")
+
+
+def hyperband_from_early_terminate(et: dict[str, Any], max_epochs: int) -> dict[str, Any]:
+    """W&B's `early_terminate: {type: hyperband, ...}` as Optuna's HyperbandPruner options (epochs are the resource)."""
+    eta = float(et.get("eta", 3))
+    if "min_iter" in et:
+        min_resource = int(et["min_iter"])
+    else:
+        min_resource = max(1, round(et["max_iter"] / eta ** float(et["s"])))
+    max_resource = int(et.get("max_iter", max_epochs))
+    return {"type": "hyperband", "min_resource": min_resource, "max_resource": max(max_resource, min_resource),
+            "reduction_factor": max(2, round(eta))}  # fmt: skip
+
+
+def resolve_pruner(
+    spec: SweepSpec, name: str | None = None, options: list[str] | tuple[str, ...] = (), max_epochs: int = 1
+) -> dict[str, Any]:
+    """The pruner block: `--pruner NAME` (+ `--pruner-opt k=v`), else the YAML's `pruner:`, else early_terminate, else none."""
+    if name:
+        same = spec.pruner if spec.pruner and spec.pruner.get("type") == name else {}
+        block: dict[str, Any] = {**same, "type": name}
+        where = "--pruner"
+    elif spec.pruner:
+        block, where = dict(spec.pruner), "pruner"
+    elif spec.early_terminate:
+        block, where = hyperband_from_early_terminate(spec.early_terminate, max_epochs), "early_terminate"
+    else:
+        block, where = {"type": "none"}, "--pruner"
+    for opt in options:
+        if "=" not in opt:
+            raise ConfigError(f"--pruner-opt {opt}: give option=value, for example n_warmup_steps=2")
+        key, value = opt.split("=", 1)
+        import yaml
+
+        block[key.strip()] = yaml.safe_load(value)
+    problems = check_pruner(block, where)
+    if problems:
+        raise SweepError(spec.path, problems)
+    return block
+
+
+def make_pruner(block: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for a checked pruner block; the step is the epoch."""
+    opts = {k: v for k, v in block.items() if k != "type"}
+    kind = block["type"]
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    if kind == "median":
+        return optuna.pruners.MedianPruner(**opts)
+    if kind == "percentile":
+        return optuna.pruners.PercentilePruner(**opts)
+    if kind == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**opts)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(**opts)
+    if kind == "patient":  # experimental in Optuna, stable in use
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        patience, min_delta = opts.pop("patience"), opts.pop("min_delta", 0.0)
+        return optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(**opts), patience=patience, min_delta=min_delta)
+    raise ValueError(f"unknown pruner {kind!r}")
+
+
+def default_storage(sweep_dir: Path) -> str:
+    return f"sqlite:///{(sweep_dir / STUDY_DB).as_posix()}"
+
+
+def trial_budget(spec: SweepSpec, trials: int | None) -> int:
+    """How many trials the study runs in all: --trials, run_cap and the grid size, whichever is smallest."""
+    caps = [n for n in (trials, spec.run_cap) if n]
+    if spec.method == "grid":
+        caps.append(grid_size(grid_space(spec.distributions())))
+    if not caps:
+        raise ConfigError(f"{spec.path}: a {spec.method} sweep needs --trials N or run_cap: in the YAML")
+    return min(caps)
+
+
+def open_study(sweep: LocalSweep, worker: int = 0) -> optuna.Study:
+    """Create the study or join it (several workers, several machines)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna.create_study(
+        study_name=sweep.study,
+        storage=make_storage(sweep.storage, sweep.heartbeat, sweep.max_retry),
+        # grid: one seed for all (trial n takes point n of one shuffled grid); else one seed a worker
+        sampler=make_sampler(sweep.spec, sweep.seed + (0 if sweep.spec.method == "grid" else worker)),
+        pruner=make_pruner(sweep.pruner),
+        direction=sweep.spec.direction,
+        load_if_exists=True,
+    )
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+def suggest(trial: optuna.Trial, key: str, dist: Any) -> Any:
+    """Sample one parameter from its Optuna distribution."""
+    D = optuna.distributions
+    if isinstance(dist, D.CategoricalDistribution):
+        return trial.suggest_categorical(key, dist.choices)
+    if isinstance(dist, D.IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, D.FloatDistribution):
+        return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise ValueError(f"{key}: unsupported distribution {dist!r}")
+
+
+def best_value(rows: list[dict[str, Any]], metric: str, direction: str) -> float | None:
+    values = [float(r[metric]) for r in rows if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
+    if not values:
+        return None
+    return min(values) if direction == "minimize" else max(values)
+
+
+def _final_metrics(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary's numbers and the last epoch's metrics."""
+    from trainer.tracking import read_metrics
+
+    rows = read_metrics(run_dir)
+    last = {
+        k: v for k, v in (rows[-1] if rows else {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    keep = ("val/cer_best", "epoch_best", "epochs", "runtime_s")
+    return {**last, **{k: summary[k] for k in keep if k in summary}}
+
+
+class Objective:
+    """Runs one trial as a normal run and returns its best metric; prunes through the trainer's hook."""
+
+    def __init__(self, sweep: LocalSweep, worker: int, train_fn: TrainFn | None):
+        self.sweep = sweep
+        self.worker = worker
+        self.train_fn = train_fn
+        self.stop = False
+        self.distributions = sweep.spec.distributions()
+        self._evaluator: Any = None
+
+    def say(self, text: str) -> None:
+        print(f"[{self.sweep.study} w{self.worker}] {text}", flush=True)
+
+    def _skip_reason(self, trial: optuna.Trial, params: dict[str, Any]) -> str | None:
+        """A duplicate grid point or a trial beyond the budget (workers racing) is skipped, never run."""
+        earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number and counts(t)]
+        if len(earlier) >= self.sweep.budget:
+            return f"the sweep's budget of {self.sweep.budget} trials is reached"
+        if self.sweep.spec.method == "grid":
+            for t in earlier:
+                if t.params == params and t.state in COUNTED:
+                    return f"grid point already taken by trial {t.number}"
+        return None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        sweep = self.sweep
+        params = {key: suggest(trial, key, dist) for key, dist in self.distributions.items()}
+        reason = self._skip_reason(trial, params)
+        if reason:
+            trial.set_user_attr("skipped", reason)
+            raise TrialFailed(f"skipped: {reason}")
+        frozen = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
+        retry_of = retried_from(frozen[trial.number])
+        name = f"{sweep.study}-t{trial.number:03d}"
+        resume = None
+        if retry_of is not None:  # a dead worker's trial: continue its run folder when it has a checkpoint
+            old_dir = Path(frozen[retry_of].user_attrs.get("run_dir", "-"))
+            if (old_dir / "checkpoints" / "last.pt").exists():
+                resume, name = old_dir, old_dir.name
+        run_dir = sweep.sweep_dir / name
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        self.say(
+            f"trial {trial.number} starts: {shown}"
+            + (f" (retry of trial {retry_of}, resuming {resume})" if resume else "")
+        )
+        started = time.monotonic()
+        if sweep.checkpoint:
+            return self._decode_trial(trial, params, run_dir, started)
+
+        cfg = config_mod.load_config(sweep.spec.base_config, [*sweep.spec.command_overrides, *sweep.overrides])
+        cfg = config_mod.apply_overrides(cfg, params, where=f"trial {trial.number}: ")
+        cfg.train.run_dir = str(sweep.sweep_dir)
+        if cfg.tracking.name:
+            cfg.tracking.name = ""
+        from trainer.tracking import wandb_mode
+
+        if wandb_mode(cfg) != "disabled":
+            cfg.tracking.group = cfg.tracking.group or sweep.study
+            cfg.tracking.tags = [*cfg.tracking.tags, f"sweep:{sweep.study}"]
+        metric = sweep.spec.metric
+
+        def prune(epoch: int, metrics: dict[str, float]) -> bool:
+            value = metrics.get(metric)
+            if value is None or not math.isfinite(value):
+                return False
+            trial.report(float(value), step=epoch)
+            return trial.should_prune()
+
+        train_fn = self.train_fn
+        if train_fn is None:
+            from trainer.train import train as train_fn
+        try:
+            result = train_fn(cfg, name=None if resume else name, resume=resume, prune=prune, verbose=sweep.verbose)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # the run failed (its folder says why); the sweep goes on
+            trial.set_user_attr("state", "failed")
+            trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
+            self.say(f"trial {trial.number} failed: {type(e).__name__}: {e}")
+            raise TrialFailed(str(e)) from e
+        return self._finish(trial, Path(result.run_dir), result.state, result.summary, started)
+
+    def _finish(self, trial: optuna.Trial, run_dir: Path, state: str, summary: dict[str, Any], started: float) -> float:
+        from trainer.tracking import read_metrics
+
+        metric, direction = self.sweep.spec.metric, self.sweep.spec.direction
+        final = _final_metrics(run_dir, summary)
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("state", state)
+        trial.set_user_attr("metrics", final)
+        if summary.get("reason"):
+            trial.set_user_attr("reason", summary["reason"])
+        value = best_value(read_metrics(run_dir), metric, direction)
+        took = time.monotonic() - started
+        shown = f"{metric} {value:.4f}" if value is not None else f"no {metric}"
+        self.say(f"trial {trial.number} {state}: {shown} after {final.get('epochs', '?')} epoch(s), {took:.0f} s")
+        if state == "pruned":
+            raise optuna.TrialPruned(f"pruned after epoch {final.get('epochs')}")
+        if state == "stopped":  # SIGTERM/SIGINT or the time budget: stop this worker; `--resume` continues the run
+            self.stop = True
+            raise TrialFailed(summary.get("reason") or "stopped")
+        if state != "finished" or value is None:
+            raise TrialFailed(summary.get("reason") or f"the run logged no {metric}")
+        return value
+
+    def _decode_trial(self, trial: optuna.Trial, params: dict[str, Any], run_dir: Path, started: float) -> float:
+        if self._evaluator is None:
+            self._evaluator = DecodeEvaluator(Path(self.sweep.checkpoint or ""), self.sweep.overrides)
+        summary = self._evaluator.run(params, run_dir)
+        return self._finish(trial, run_dir, summary["state"], summary, started)
+
+
+class DecodeEvaluator:
+    """A trained checkpoint, its validation split and model, loaded once; each trial decodes with its decode.* settings."""
+
+    def __init__(self, checkpoint: Path, data_overrides: list[str]):
+        import torch
+
+        from trainer.data import load_dataset
+        from trainer.device import select_device, select_precision
+        from trainer.model import build_model
+        from trainer.text import Tokenizer
+        from trainer.train import load_checkpoint
+
+        self.checkpoint = checkpoint
+        ckpt = load_checkpoint(checkpoint)
+        self.cfg = config_mod.config_from_dict(ckpt["config"])
+        if data_overrides:
+            config_mod.apply_overrides(self.cfg, data_overrides)
+        self.epoch = int(ckpt.get("epoch", 0))
+        self.device = select_device(self.cfg.train.device)
+        self.precision = select_precision(self.cfg.train.precision, self.device)
+        self.tokenizer = Tokenizer.from_config(self.cfg.data)
+        self.data = load_dataset(self.cfg.data, self.tokenizer)
+        self.val = self.data.split(self.cfg.data)["val"]
+        self.model = build_model(self.cfg.model, self.tokenizer.vocab_size)
+        self.model.load_state_dict(ckpt["model"])
+        self.model.to(self.device)
+        torch.set_grad_enabled(False)
+
+    def run(self, params: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+        """Decode the validation split with `params`; writes a run folder (config, one metrics row, summary)."""
+        from trainer.tracking import RunLog
+        from trainer.train import evaluate
+
+        cfg = config_mod.apply_overrides(copy.deepcopy(self.cfg), params)
+        cfg.train.run_dir = str(run_dir.parent)
+        log = RunLog(run_dir, cfg, name=run_dir.name)
+        log.write_config(cfg)
+        started = time.monotonic()
+        result = evaluate(
+            self.model, self.data, self.val, self.tokenizer, cfg, self.device, self.precision, losses=False
+        )
+        log.log_epoch({"epoch": self.epoch, **result.metrics, "time/epoch_s": time.monotonic() - started})
+        summary = {
+            "name": run_dir.name, "state": "finished", "reason": f"decoded {self.checkpoint} (no training)",
+            "val/cer_best": result.metrics["val/cer"], "epoch_best": self.epoch, "epochs": self.epoch,
+            "runtime_s": time.monotonic() - started, "checkpoint": str(self.checkpoint), "wandb_id": log.wandb_id,
+        }  # fmt: skip
+        log.write_summary(summary)
+        log.finish("finished")
+        return summary
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def counts(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts towards the budget (run_cap): done, running, queued, or a run that failed.
+
+    Skipped trials never ran; a dead worker's trial is retried (its retry counts) and a stopped one can run again.
+    """
+    if "skipped" in t.user_attrs:
+        return False
+    return t.state in COUNTED or (t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("state") == "failed")
+
+
+def counted_trials(study: optuna.Study) -> int:
+    return sum(counts(t) for t in study.get_trials(deepcopy=False))
+
+
+def retried_from(t: optuna.trial.FrozenTrial) -> int | None:
+    """The number of the dead worker's trial this one retries (None if it is not a retry)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = (
+            getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+            or optuna.storages.RetryFailedTrialCallback
+        )
+        return callback.retried_trial_number(t)
+
+
+def run_worker(sweep: LocalSweep, worker: int = 0, train_fn: TrainFn | None = None) -> int:
+    """Run trials of the study until its budget is spent; returns how many this worker ran."""
+    study = open_study(sweep, worker)
+    objective = Objective(sweep, worker, train_fn)
+    heartbeat = sweep.heartbeat > 0 and not is_journal(sweep.storage)
+    ran = 0
+    while not objective.stop:
+        if heartbeat:  # a dead worker's trial becomes FAIL and its retry is queued
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        if counted_trials(study) >= sweep.budget and not waiting:
+            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if heartbeat and running:  # wait: another worker may die, and its trial must be retried
+                time.sleep(min(sweep.heartbeat, 5))
+                continue
+            break
+        sampler = study.sampler
+        if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study) and not waiting:
+            break
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+        ran += 1
+    return ran
+
+
+def _worker_main(sweep: LocalSweep, worker: int, train_fn: TrainFn | None, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    run_worker(sweep, worker, train_fn)
+
+
+def run_workers(sweep: LocalSweep, workers: int, train_fn: TrainFn | None = None) -> list[int]:
+    """K workers: in this process when K is 1, else K spawned processes sharing the study. Returns their exit codes."""
+    open_study(sweep)  # created once here, so the workers only join it
+    if workers <= 1:
+        run_worker(sweep, 0, train_fn)
+        return [0]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker_main, args=(sweep, i, train_fn, threads), name=f"worker{i}") for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    codes = []
+    for i, p in enumerate(procs):
+        p.join()
+        codes.append(p.exitcode)
+        if p.exitcode:
+            print(
+                f"[{sweep.study}] worker {i} exited with code {p.exitcode}; its running trial is retried by the next worker that starts",
+                flush=True,
+            )
+    return codes
+
+
+# --------------------------------------------------------------------------- the whole local sweep
+
+
+def prepare(
+    spec: SweepSpec,
+    *,
+    trials: int | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    pruner: str | None = None,
+    pruner_options: list[str] | tuple[str, ...] = (),
+    checkpoint: str | None = None,
+    seed: int = 0,
+    heartbeat: int = 60,
+    max_retry: int = 2,
+    verbose: bool = True,
+) -> LocalSweep:
+    """Resolve a validated sweep into what the workers run: study name, storage, budget, pruner, sweep folder."""
+    if spec.method not in ("grid", "random", "bayes"):
+        raise ConfigError(f"{spec.path}: method {spec.method}: `sweep local` runs grid, random and bayes sweeps")
+    if checkpoint:
+        from trainer.train import load_checkpoint
+
+        base = config_mod.config_from_dict(load_checkpoint(Path(checkpoint))["config"])
+        if overrides:
+            config_mod.apply_overrides(base, list(overrides))
+    else:
+        base = config_mod.load_config(spec.base_config, [*spec.command_overrides, *overrides])
+    name = study or spec.name
+    sweep_dir = Path(base.train.run_dir) / name
+    block = resolve_pruner(spec, pruner, pruner_options, base.train.max_epochs)
+    return LocalSweep(
+        spec=spec, study=name, storage=storage or default_storage(sweep_dir), sweep_dir=sweep_dir,
+        budget=trial_budget(spec, trials), pruner=block, overrides=list(overrides), seed=seed,
+        checkpoint=checkpoint, heartbeat=heartbeat, max_retry=max_retry, verbose=verbose,
+    )  # fmt: skip
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row a trial (skipped ones left out), best first: number, state, value, epochs, params, run folder."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if "skipped" in t.user_attrs:
+            continue
+        metrics = t.user_attrs.get("metrics", {})
+        rows.append({
+            "trial": t.number, "state": t.state.name.lower(), "value": t.value,
+            "epochs": metrics.get("epochs"), "params": dict(t.params), "run_dir": t.user_attrs.get("run_dir", ""),
+            "retry_of": retried_from(t),
+        })  # fmt: skip
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    rows.sort(key=lambda r: (r["value"] is None, sign * r["value"] if r["value"] is not None else 0, r["trial"]))
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]], metric: str) -> str:
+    lines = [f"{'rank':>4}  {'trial':>5}  {'state':<9}  {metric:>10}  {'epochs':>6}  params"]
+    for i, r in enumerate(rows, 1):
+        value = f"{r['value']:.4f}" if r["value"] is not None else "-"
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        lines.append(
+            f"{i:>4}  {r['trial']:>5}  {r['state']:<9}  {value:>10}  {r['epochs'] if r['epochs'] is not None else '-':>6}  {params}"
+        )
+    return "\n".join(lines)
+
+
+def summary_json(study: optuna.Study) -> str:
+    return json.dumps(trial_rows(study), indent=2, default=str)
+
+
+def run_local_sweep(sweep: LocalSweep, workers: int = 1, train_fn: TrainFn | None = None) -> optuna.Study:
+    """Run the sweep with K workers and return the study."""
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
+    if sweep.spec.path is not None:
+        (sweep.sweep_dir / "sweep.yaml").write_text(sweep.spec.path.read_text(encoding="utf-8"), encoding="utf-8")
+    run_workers(sweep, workers, train_fn)
+    return open_study(sweep)

@@ -1,0 +1,172 @@
+"""`python -m launch sweep ...`: validate, create, agent, local. Every command validates the sweep first."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from launch.sweep_spec import SweepSpec, check_sweep, describe, load_sweep
+from trainer.errors import UserError
+
+
+def _checkpoint_config(checkpoint: str | None):
+    if not checkpoint:
+        return None
+    from trainer.config import config_from_dict
+    from trainer.train import load_checkpoint
+
+    return config_from_dict(load_checkpoint(Path(checkpoint))["config"])
+
+
+def validated(path: str, overrides: tuple[str, ...] | list[str] = (), checkpoint: str | None = None) -> SweepSpec:
+    """Load and check a sweep YAML; on problems print each on its own line and exit 1."""
+    spec = load_sweep(path)
+    problems = check_sweep(spec, list(overrides), checkpoint_config=_checkpoint_config(checkpoint))
+    if problems:
+        for p in problems:
+            click.echo(f"{path}: {p}", err=True)
+        click.echo(f"{path}: {len(problems)} problem(s); see `python -m launch config keys` for the keys", err=True)
+        sys.exit(1)
+    return spec
+
+
+@click.group("sweep")
+def sweep_group() -> None:
+    """Sweep YAMLs (W&B's format, dotted config keys): validate, create on W&B, run agents, or run locally with Optuna."""
+
+
+@sweep_group.command("validate")
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--checkpoint", default=None, help="validate as a decoding sweep on this trained checkpoint")
+@click.argument("overrides", nargs=-1)
+def validate_command(sweep_file: str, checkpoint: str | None, overrides: tuple[str, ...]) -> None:
+    """Check SWEEP_FILE against W&B's sweep schema, the config keys, their types and ranges, and the command."""
+    spec = validated(sweep_file, overrides, checkpoint)
+    click.echo(f"{sweep_file}: ok: {describe(spec)}")
+
+
+@sweep_group.command("create")
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--project", default=None, help="W&B project (default: the YAML's, else tracking.project)")
+@click.option("--entity", default=None, help="W&B entity (default: the YAML's, else tracking.entity, else yours)")
+def create_command(sweep_file: str, project: str | None, entity: str | None) -> None:
+    """Create the W&B sweep (base_config/pruner stripped) and print its id and the agent command."""
+    from launch.wandb_sweep import create_sweep
+
+    spec = validated(sweep_file)
+    created = create_sweep(spec, project=project, entity=entity)
+    click.echo(f"sweep {created.path} created; the YAML as written and as sent: {created.record_dir}")
+    click.echo("run agents (one process per run, K per GPU):")
+    click.echo(f"  python -m launch sweep agent {created.path} --gpus 0 --per-gpu 1")
+    if spec.pruner:
+        click.echo(
+            f"  (with the YAML's {spec.pruner['type']} pruner: add --prune-storage sqlite:///runs/{created.sweep_id}-pruning.db)"
+        )
+    click.echo("or W&B's own agent, anywhere this project is installed:")
+    click.echo(f"  wandb agent {created.path}")
+
+
+@sweep_group.command("agent")
+@click.argument("sweep_id")
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="runs per agent (default: until the sweep ends)"
+)
+@click.option("--gpus", default=None, help="comma-separated GPU ids, one group of agents each (default: no pinning)")
+@click.option(
+    "--per-gpu", type=click.IntRange(min=1), default=1, show_default=True, help="agents (runs at a time) per GPU"
+)
+@click.option(
+    "--prune-storage", default=None, help="Optuna storage URL of a study shared by the runs, used only for pruning"
+)
+@click.option(
+    "--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "patient", "none"]), default=None
+)
+@click.option("--pruner-opt", "pruner_opts", multiple=True, help="pruner option key=value (repeatable)")
+@click.option("--sweep-file", default=None, help="the sweep YAML (default: the one `sweep create` kept for this id)")
+def agent_command(
+    sweep_id: str, count: int | None, gpus: str | None, per_gpu: int, prune_storage: str | None,
+    pruner: str | None, pruner_opts: tuple[str, ...], sweep_file: str | None,
+) -> None:  # fmt: skip
+    """Run W&B agents for SWEEP_ID: one process per run, pinned with CUDA_VISIBLE_DEVICES, PER_GPU at a time per GPU."""
+    from launch.local_sweep import resolve_pruner
+    from launch.wandb_sweep import find_record, prune_settings, run_agents
+
+    path = sweep_file or find_record(sweep_id)
+    spec = validated(str(path)) if path else None
+    if spec is None:
+        click.echo(
+            f"note: no sweep YAML kept for {sweep_id} under runs/wandb_sweeps; W&B checked it when it was created"
+        )
+    prune = None
+    if prune_storage:
+        if spec is None:
+            raise UserError("--prune-storage needs the sweep's YAML for its metric and pruner: pass --sweep-file")
+        from trainer.config import load_config
+
+        max_epochs = load_config(spec.base_config, spec.command_overrides).train.max_epochs
+        block = resolve_pruner(spec, pruner, pruner_opts, max_epochs)
+        prune = prune_settings(spec, prune_storage, f"{sweep_id.rsplit('/', 1)[-1]}-pruning", block)
+        click.echo(f"pruning: {block} on {prune_storage}")
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else [None]
+    codes = run_agents(sweep_id, count=count, gpus=gpu_list, per_gpu=per_gpu, prune=prune)
+    failed = {k: v for k, v in codes.items() if v and v[-1] != 0}
+    if failed:
+        raise SystemExit(1)
+
+
+@sweep_group.command("local", context_settings={"ignore_unknown_options": True})
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--trials", type=click.IntRange(min=1), default=None, help="trials in all (default: run_cap, or the whole grid)"
+)
+@click.option(
+    "--storage", default=None, help="SQLAlchemy URL or journal:PATH (default: sqlite under <train.run_dir>/<study>/)"
+)
+@click.option("--study", "study_name", default=None, help="study name (default: the YAML's name, else its file stem)")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="worker processes on this machine"
+)
+@click.option("--data", "data_root", default=None, help="dataset folder or manifest (sets data.root)")
+@click.option("--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "patient", "none"]), default=None,
+              help="default: the YAML's pruner: block, else its early_terminate, else none")  # fmt: skip
+@click.option(
+    "--pruner-opt", "pruner_opts", multiple=True, help="pruner option key=value (repeatable), e.g. n_warmup_steps=2"
+)
+@click.option(
+    "--checkpoint", default=None, help="decoding sweep: evaluate each trial's decode.* settings on this checkpoint"
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="sampler seed (worker i uses seed + i)")
+@click.option(
+    "--heartbeat",
+    type=click.IntRange(min=0),
+    default=60,
+    show_default=True,
+    help="seconds; a trial silent for 3x this is retried",
+)
+@click.option(
+    "--max-retry", type=click.IntRange(min=0), default=2, show_default=True, help="retries of a dead worker's trial"
+)
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def local_command(
+    sweep_file: str, trials: int | None, storage: str | None, study_name: str | None, workers: int, data_root: str | None,
+    pruner: str | None, pruner_opts: tuple[str, ...], checkpoint: str | None, seed: int, heartbeat: int, max_retry: int,
+    overrides: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Run SWEEP_FILE with Optuna, no W&B server needed. OVERRIDES (key=value) apply to every trial."""
+    from launch.local_sweep import format_rows, prepare, run_local_sweep, trial_rows
+
+    extra = [*([f"data.root={data_root}"] if data_root else []), *overrides]
+    spec = validated(sweep_file, extra, checkpoint)
+    sweep = prepare(
+        spec, trials=trials, storage=storage, study=study_name, overrides=extra, pruner=pruner,
+        pruner_options=pruner_opts, checkpoint=checkpoint, seed=seed, heartbeat=heartbeat, max_retry=max_retry,
+        verbose=workers == 1,
+    )  # fmt: skip
+    click.echo(
+        f"sweep {sweep.study}: {describe(spec)}; {sweep.budget} trial(s), {workers} worker(s), pruner {sweep.pruner}"
+    )
+    click.echo(f"storage {sweep.storage}; run folders under {sweep.sweep_dir}")
+    study = run_local_sweep(sweep, workers=workers)
+    click.echo(format_rows(trial_rows(study), spec.metric))

@@ -1,0 +1,279 @@
+"""`sweep local`: samplers, pruners, workers on one study, retries, run folders; fake trainers with synthetic curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from launch.local_sweep import (
+    hyperband_from_early_terminate,
+    make_pruner,
+    make_sampler,
+    open_study,
+    prepare,
+    resolve_pruner,
+    run_local_sweep,
+    run_worker,
+    trial_rows,
+)
+from launch.sweep_spec import SweepError, SweepSpec, load_sweep
+from trainer.config import save_config
+from trainer.errors import ConfigError
+
+COMMAND = ["${env}", "${interpreter}", "-m", "launch", "train", "--config", "configs/small.yaml", "${args}"]
+GOOD_LR = 1e-3
+
+
+# --------------------------------------------------------------------------- fake trainers (module level: workers unpickle them)
+
+
+def fake_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
+    """A run folder with a synthetic val/cer curve: 0.2 + |log10(lr / 1e-3)| / 2 + 0.8 / epoch."""
+    from trainer.train import RunResult
+
+    run_dir = Path(resume) if resume else Path(cfg.train.run_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    if cfg.optim.lr >= 0.5:
+        raise RuntimeError("loss is NaN (fake)")
+    offset = abs(math.log10(cfg.optim.lr / GOOD_LR)) / 2
+    state, rows = "finished", []
+    for epoch in range(1, cfg.train.max_epochs + 1):
+        row = {"epoch": epoch, "val/cer": 0.2 + offset + 0.8 / epoch, "train/loss": 1.0 / epoch}
+        rows.append(row)
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if prune is not None and prune(epoch, row):
+            state = "pruned"
+            break
+    best = min(r["val/cer"] for r in rows)
+    summary = {
+        "state": state,
+        "val/cer_best": best,
+        "epoch_best": len(rows),
+        "epochs": len(rows),
+        "resumed": resume is not None,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return RunResult(run_dir, state, summary)
+
+
+def hanging_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
+    """Writes a last.pt, reports one epoch, then hangs (until the test kills its worker)."""
+    run_dir = Path(cfg.train.run_dir) / name
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"fake")
+    prune(1, {"val/cer": 0.9})
+    time.sleep(120)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_sweep(tmp_path: Path, parameters: dict, **top) -> SweepSpec:
+    raw = {
+        "method": "grid",
+        "metric": {"name": "val/cer", "goal": "minimize"},
+        "parameters": parameters,
+        "command": COMMAND,
+        **top,
+    }
+    path = tmp_path / f"{top.get('name', 'sw')}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_sweep(path)
+
+
+def overrides(tmp_path: Path, epochs: int = 4) -> list[str]:
+    return [f"train.run_dir={tmp_path / 'runs'}", f"train.max_epochs={epochs}"]
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.get_trials()]
+
+
+# --------------------------------------------------------------------------- samplers and pruners
+
+
+@pytest.mark.parametrize("method, sampler", [("grid", optuna.samplers.GridSampler), ("random", optuna.samplers.RandomSampler),
+                                             ("bayes", optuna.samplers.TPESampler)])  # fmt: skip
+def test_method_picks_the_sampler(tmp_path, method, sampler):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 2e-3]}}, method=method)
+    assert isinstance(make_sampler(spec, seed=0), sampler)
+
+
+@pytest.mark.parametrize(
+    "block, pruner",
+    [
+        ({"type": "none"}, optuna.pruners.NopPruner),
+        ({"type": "median", "n_warmup_steps": 2}, optuna.pruners.MedianPruner),
+        ({"type": "percentile", "percentile": 25.0}, optuna.pruners.PercentilePruner),
+        ({"type": "halving", "min_resource": 1, "reduction_factor": 3}, optuna.pruners.SuccessiveHalvingPruner),
+        ({"type": "hyperband", "min_resource": 1, "max_resource": 9}, optuna.pruners.HyperbandPruner),
+        ({"type": "patient", "patience": 2}, optuna.pruners.PatientPruner),
+    ],
+)
+def test_pruner_blocks(block, pruner):
+    assert isinstance(make_pruner(block), pruner)
+
+
+def test_pruner_precedence_and_wandb_hyperband(tmp_path):
+    params = {"optim.lr": {"values": [1e-3]}}
+    spec = write_sweep(tmp_path, params, pruner={"type": "median", "n_warmup_steps": 3})
+    assert resolve_pruner(spec) == {"type": "median", "n_warmup_steps": 3}
+    assert resolve_pruner(spec, "median", ["n_startup_trials=1"]) == {
+        "type": "median",
+        "n_warmup_steps": 3,
+        "n_startup_trials": 1,
+    }
+    assert resolve_pruner(spec, "percentile", ["percentile=30"]) == {"type": "percentile", "percentile": 30}
+    with pytest.raises(SweepError, match="--pruner.percentile: required by the percentile pruner"):
+        resolve_pruner(spec, "percentile")
+    et = write_sweep(tmp_path, params, early_terminate={"type": "hyperband", "min_iter": 2, "eta": 3}, name="et")
+    assert resolve_pruner(et, max_epochs=20) == {
+        "type": "hyperband",
+        "min_resource": 2,
+        "max_resource": 20,
+        "reduction_factor": 3,
+    }
+    # max_iter + s: the first bracket is max_iter / eta^s epochs
+    assert (
+        hyperband_from_early_terminate({"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3}, 50)["min_resource"] == 3
+    )
+    assert resolve_pruner(write_sweep(tmp_path, params, name="plain")) == {"type": "none"}
+
+
+def test_budget_needs_trials_or_run_cap_for_random(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"min": 1e-4, "max": 1e-2}}, method="random")
+    with pytest.raises(ConfigError, match="needs --trials N or run_cap"):
+        prepare(spec, overrides=overrides(tmp_path))
+    assert prepare(spec, trials=7, overrides=overrides(tmp_path)).budget == 7
+    capped = write_sweep(tmp_path, {"optim.lr": {"min": 1e-4, "max": 1e-2}}, method="random", run_cap=3, name="capped")
+    assert prepare(capped, trials=7, overrides=overrides(tmp_path)).budget == 3
+
+
+# --------------------------------------------------------------------------- one worker
+
+
+def test_trials_are_runs_with_attributes_and_overrides(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2, 1e-4]}}, name="g3")
+    sweep = prepare(spec, overrides=overrides(tmp_path, epochs=3), heartbeat=0, verbose=False)
+    assert sweep.storage == f"sqlite:///{tmp_path / 'runs' / 'g3' / 'study.db'}"
+    study = run_local_sweep(sweep, workers=1, train_fn=fake_train)
+    trials = study.get_trials()
+    assert states(study) == ["COMPLETE"] * 3
+    for t in trials:
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert run_dir == tmp_path / "runs" / "g3" / f"g3-t{t.number:03d}"
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert cfg["train"]["max_epochs"] == 3  # the trailing override reached every trial
+        assert cfg["optim"]["lr"] == t.params["optim.lr"]
+        assert t.user_attrs["state"] == "finished" and t.user_attrs["metrics"]["epochs"] == 3
+        assert t.value == pytest.approx(0.2 + abs(math.log10(t.params["optim.lr"] / GOOD_LR)) / 2 + 0.8 / 3)
+    rows = trial_rows(study)
+    assert rows[0]["params"] == {"optim.lr": 1e-3} and [r["value"] for r in rows] == sorted(r["value"] for r in rows)
+    assert (tmp_path / "runs" / "g3" / "sweep.yaml").exists()
+
+
+def test_run_cap_is_honoured_and_a_failed_run_does_not_stop_the_sweep(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 0.5, 1e-2, 1e-4, 3e-3]}}, run_cap=4, name="cap")
+    sweep = prepare(spec, overrides=overrides(tmp_path, epochs=2), heartbeat=0, verbose=False)
+    study = run_local_sweep(sweep, workers=1, train_fn=fake_train)
+    trials = study.get_trials()
+    assert len(trials) == 4
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert all(t.params["optim.lr"] == 0.5 for t in failed)
+    assert all("NaN" in t.user_attrs["reason"] for t in failed)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4 - len(failed)
+
+
+def test_median_pruner_prunes_the_clearly_worse_run(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1.2e-3, 1e-1]}}, name="pr",
+                       pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 2})  # fmt: skip
+    sweep = prepare(spec, overrides=overrides(tmp_path, epochs=6), heartbeat=0, verbose=False)
+    study = open_study(sweep)
+    for lr in (1e-3, 1.2e-3, 1e-1):  # the two good runs finish first
+        study.enqueue_trial({"optim.lr": lr})
+    run_worker(sweep, 0, fake_train)
+    by_lr = {t.params["optim.lr"]: t for t in study.get_trials()}
+    assert by_lr[1e-3].state == by_lr[1.2e-3].state == optuna.trial.TrialState.COMPLETE
+    bad = by_lr[1e-1]
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    summary = json.loads((Path(bad.user_attrs["run_dir"]) / "summary.json").read_text())
+    assert summary["state"] == "pruned" and summary["epochs"] == 2  # its first report once the warm-up (2) is over
+    assert bad.user_attrs["state"] == "pruned"
+
+
+def test_journal_storage(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2]}}, name="jr")
+    sweep = prepare(
+        spec, storage=f"journal:{tmp_path / 'journal.log'}", overrides=overrides(tmp_path, 2), verbose=False
+    )
+    study = run_local_sweep(sweep, workers=1, train_fn=fake_train)
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    assert (tmp_path / "journal.log").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- several workers, one study
+
+
+def run_two_workers(tmp_path: Path, storage: str | None, name: str) -> optuna.Study:
+    lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": lrs}, "model.ctc_weight": {"values": [0.1, 0.3]}}, name=name)
+    sweep = prepare(spec, storage=storage, overrides=overrides(tmp_path, 2), heartbeat=2, verbose=False)
+    study = run_local_sweep(sweep, workers=2, train_fn=fake_train)
+    done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    points = [tuple(sorted(t.params.items())) for t in done]
+    assert len(done) == 12 and len(set(points)) == 12  # the whole grid, no point twice
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers ran trials
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.get_trials())
+    return study
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study_without_duplicates(tmp_path):
+    run_two_workers(tmp_path, None, "two")
+
+
+@pytest.mark.postgres
+def test_two_workers_share_one_postgresql_study(tmp_path):
+    url = os.environ.get("LIPSWEEP_TEST_POSTGRES")
+    if not url:
+        pytest.skip("LIPSWEEP_TEST_POSTGRES is not set (CI starts a server with scripts/start_postgres.sh)")
+    run_two_workers(tmp_path, url, f"pg{os.getpid()}{int(time.time())}")
+
+
+def _hang_worker(sweep) -> None:
+    run_worker(sweep, 0, hanging_train)
+
+
+def test_a_killed_workers_trial_is_retried_and_resumes_its_run_folder(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2]}}, name="kill")
+    sweep = prepare(spec, overrides=overrides(tmp_path, 2), heartbeat=1, verbose=False)
+    study = open_study(sweep)
+    proc = multiprocessing.get_context("spawn").Process(target=_hang_worker, args=(sweep,))
+    proc.start()
+    deadline = time.monotonic() + 60
+    while not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        assert time.monotonic() < deadline and proc.is_alive(), "the worker never started its trial"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    run_worker(sweep, 1, fake_train)  # waits for the heartbeat to go stale, then runs the retry and the rest
+    trials = study.get_trials()
+    killed = trials[0]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    retry = next(t for t in trials if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == killed.number)
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == killed.params
+    assert retry.user_attrs["run_dir"] == killed.user_attrs["run_dir"]  # continued from its last.pt
+    assert json.loads((Path(retry.user_attrs["run_dir"]) / "summary.json").read_text())["resumed"] is True
+    assert sorted(t.params["optim.lr"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE) == [1e-3, 1e-2]
