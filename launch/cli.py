@@ -84,3 +84,7 @@ data_group.add_command(synth_command)
 from launch.sweep import sweep_group  # noqa: E402
 
 cli.add_command(sweep_group)
+
+from launch.eval import eval_command  # noqa: E402
+
+cli.add_command(eval_command)

@@ -8,14 +8,30 @@ import json
 import math
 from pathlib import Path
 
+import editdistance
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
+from click.testing import CliRunner
 
-from trainer.config import DecodeConfig, DecoderConfig, EncoderConfig, FrontendConfig, ModelConfig
+from launch.cli import cli
+from trainer.config import (
+    DataConfig,
+    DecodeConfig,
+    DecoderConfig,
+    EncoderConfig,
+    FrontendConfig,
+    ModelConfig,
+    load_config,
+    to_dict,
+)
+from trainer.errors import CheckpointError, ConfigError
 from trainer.model import LipReader
 from trainer.model.decoder import TransformerDecoder
 from trainer.search import Hypothesis, SearchOptions, att_greedy, beam_search, ctc_greedy, decode
+from trainer.text import Tokenizer
 
 EOS = 227
 
@@ -309,3 +325,109 @@ def test_options_from_config_and_validation() -> None:
 )
 def test_token_ids_strip_sos_and_eos(yseq: list[int], tokens: list[int]) -> None:
     assert Hypothesis(yseq, 0.0, {}).token_ids == tokens
+
+
+# --------------------------------------------------------------------------- the eval command
+
+
+def write_clips(folder: Path, videos: list[torch.Tensor], labels: list[list[int]]) -> None:
+    """Clips in the user's format: NNNNN.npy (T, H, W) uint8 and NNNNN.csv with a `word` header."""
+    tokenizer = Tokenizer.from_config(DataConfig())
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (video, ids) in enumerate(zip(videos, labels, strict=True)):
+        np.save(folder / f"{i:05d}.npy", video.numpy())
+        (folder / f"{i:05d}.csv").write_text("word\n" + tokenizer.decode(ids) + "\n", encoding="utf-8")
+
+
+def run_cli(*args: str):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=True)
+    return result
+
+
+def test_eval_reference_checkpoint_end_to_end(reference_dir: Path, tmp_path: Path) -> None:
+    """auto_avsr's checkpoint and its 88 x 88 clips through `eval`: the reference best hypotheses, unresized."""
+    expected, tensors, _ = load_reference(reference_dir)
+    c = expected["config"]
+    write_clips(tmp_path / "clips", [tensors[f"video.{i}"] for i in range(3)], expected["targets"])
+    cfg = tmp_path / "ref.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "frontend": {"widths": c["frontend_widths"]},
+                    "encoder": {
+                        "dim": c["adim"],
+                        "heads": c["aheads"],
+                        "ffn_dim": c["eunits"],
+                        "layers": c["elayers"],
+                        "kernel_size": c["cnn_module_kernel"],
+                    },
+                    "decoder": {"dim": c["ddim"], "heads": c["dheads"], "ffn_dim": c["dunits"], "layers": c["dlayers"]},
+                },
+                "train": {"device": "cpu"},
+            }
+        )
+    )
+    out = tmp_path / "preds.jsonl"
+    result = run_cli(
+        "eval", "--checkpoint", str(reference_dir / "auto_avsr_small" / "model.pth"), "--config", str(cfg),
+        "--data", str(tmp_path / "clips"), "--split", "all", "--output", str(out), "--quiet",
+        "decode.beam_size=40", "decode.ctc_weight=0.1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "already cropped" in result.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    setting = next(s for s in expected["decode"] if s["beam_size"] == 40)
+    tokenizer = Tokenizer.from_config(DataConfig())
+    assert [r["id"] for r in rows] == ["00000", "00001", "00002"]
+    for row, nbest, target in zip(rows, setting["nbest"], expected["targets"], strict=True):
+        assert row["hyp_ids"] == nbest[0]["yseq"][1:-1]
+        assert row["score"] == pytest.approx(nbest[0]["score"], abs=1e-3)
+        assert row["hyp"] == tokenizer.decode(row["hyp_ids"]) and row["ref"] == tokenizer.decode(target)
+        assert row["cer"] == pytest.approx(editdistance.eval(target, row["hyp_ids"]) / len(target))
+    total = sum(editdistance.eval(t, r["hyp_ids"]) for t, r in zip(expected["targets"], rows, strict=True))
+    assert f"cer          {total / sum(map(len, expected['targets'])):.4f}" in result.output
+
+
+@pytest.fixture
+def project_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    """A lipsweep checkpoint (tiny random model, its config saved) and 10 random 112 x 112 clips."""
+    torch.manual_seed(0)
+    videos = [torch.randint(0, 256, (n, 112, 112), dtype=torch.uint8) for n in range(29, 39)]
+    labels = [torch.randint(1, 227, (int(torch.randint(6, 12, ())),)).tolist() for _ in videos]
+    write_clips(tmp_path / "clips", videos, labels)
+    cfg = load_config("configs/small.yaml", ["model.encoder.layers=1", "model.decoder.layers=1", "train.device=cpu"])
+    model = LipReader(cfg.model, 228)
+    path = tmp_path / "best.pt"
+    torch.save({"model": model.state_dict(), "config": to_dict(cfg), "epoch": 3}, path)
+    return path, tmp_path / "clips"
+
+
+@pytest.mark.parametrize("method", ["beam", "ctc_greedy", "att_greedy"])
+def test_eval_project_checkpoint_uses_its_saved_config(project_checkpoint, tmp_path: Path, method: str) -> None:
+    checkpoint, clips = project_checkpoint
+    out = tmp_path / "val.jsonl"
+    result = run_cli(
+        "eval", "--checkpoint", str(checkpoint), "--data", str(clips), "--decoder", method,
+        "--output", str(out), "--quiet", "data.val_ratio=0.3", "decode.beam_size=3",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 3  # 30% of 10 clips
+    for row in rows:
+        assert set(row) == {"id", "ref", "hyp", "hyp_ids", "score", "cer"}
+        assert all(1 <= i <= 226 for i in row["hyp_ids"])
+    for key in ("cer", "letter_er", "diacritic_er"):
+        assert key in result.output
+
+
+def test_eval_of_an_imported_checkpoint_needs_its_config(project_checkpoint, tmp_path: Path) -> None:
+    checkpoint, clips = project_checkpoint
+    plain = tmp_path / "plain.pth"
+    torch.save(torch.load(checkpoint, weights_only=True)["model"], plain)
+    result = run_cli("eval", "--checkpoint", str(plain), "--data", str(clips), "--quiet")
+    assert isinstance(result.exception, ConfigError) and "--config" in str(result.exception)
+    result = run_cli(
+        "eval", "--checkpoint", str(plain), "--config", "configs/small.yaml", "--data", str(clips), "--quiet"
+    )
+    assert isinstance(result.exception, CheckpointError)  # small.yaml has 2 encoder blocks, the checkpoint 1
