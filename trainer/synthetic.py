@@ -125,7 +125,7 @@ def load_vocab(path: Path = VOCAB) -> list[str]:
     return [t for t, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
 
 
-def token_weights(tokens: Sequence[str], path: Path = FREQUENCIES, alpha: float = 0.7) -> np.ndarray:
+def token_weights(tokens: Sequence[str], path: Path = FREQUENCIES, alpha: float = 0.85) -> np.ndarray:
     """Sampling probabilities: (count + 1) ** alpha from the histogram, so rare tokens still appear sometimes."""
     counts: dict[str, int] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines()[1:]:
@@ -228,23 +228,34 @@ def _ellipse(u: np.ndarray, v: np.ndarray, cu, cv, a, b) -> np.ndarray:
     return np.clip(0.5 - (q - 1.0) / grad, 0.0, 1.0)
 
 
-def render(params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class Nuisance:
+    """How much of what is not speech goes into the clips: multipliers of the default amounts (0 turns one off)."""
+
+    motion: float = 1.0  # head shift (2 px a clip, 0.3 px a frame), scale (+-8 %), rotation (3 degrees, 0.25 a frame)
+    lighting: float = 1.0  # brightness gain (+-25 %) and offset, skin and lip tone
+    noise: float = 1.0  # pixel noise (1 % to 4 % of full scale)
+    speaker: float = 1.0  # per-clip mouth opening, width and teeth scale, per-frame shape jitter
+
+
+def render(params: np.ndarray, rng: np.random.Generator, nuisance: Nuisance = Nuisance()) -> np.ndarray:
     """Mouth parameters (F, len(SHAPE_DIMS)) -> gray frames (F, 112, 112) uint8 with head motion, lighting and noise."""
     F = len(params)
+    mo, li = nuisance.motion, nuisance.lighting
     p = {name: params[:, i, None, None].astype(np.float32) for i, name in enumerate(SHAPE_DIMS)}  # each (F, 1, 1)
 
     def walk(scale: float, step: float) -> np.ndarray:  # a per-clip offset plus a per-frame random walk, (F, 1, 1)
         return (rng.normal(0.0, scale) + np.cumsum(rng.normal(0.0, step, F)))[:, None, None].astype(np.float32)
 
-    cx, cy = SIZE / 2 + walk(3.0, 0.5), SIZE / 2 + 4 + walk(3.0, 0.5)
-    scale = np.float32(rng.uniform(0.88, 1.12)) * np.exp(walk(0.0, 0.008))
-    angle = np.deg2rad(walk(4.0, 0.4))
+    cx, cy = SIZE / 2 + mo * walk(2.0, 0.3), SIZE / 2 + 4 + mo * walk(2.0, 0.3)
+    scale = np.float32(1.0 + mo * rng.uniform(-0.08, 0.08)) * np.exp(mo * walk(0.0, 0.006))
+    angle = np.deg2rad(mo * walk(3.0, 0.25))
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     cos, sin = np.cos(angle), np.sin(angle)
     u = ((xx - cx) * cos + (yy - cy) * sin) / scale  # (F, 112, 112) face coordinates, pixels
     v = (-(xx - cx) * sin + (yy - cy) * cos) / scale
 
-    skin = 0.6 + rng.uniform(-0.06, 0.06)
+    skin = 0.6 + li * rng.uniform(-0.06, 0.06)
     img = skin + 0.0012 * v - 0.1 * _ellipse(u, v, 0.0, -50.0, 26.0, 10.0)  # shading, nostril shadow
     # the mouth is drawn inside a window holding it in every frame
     reach = scale.max() * (37.0 * np.abs(sin).max() + 24.0) + 2.0, scale.max() * 37.0 + 2.0
@@ -255,7 +266,7 @@ def render(params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     a_out = 26.0 + 10.0 * p["width"] - 7.0 * p["round"]
     b_out = 11.0 + 9.0 * p["open"] + 3.0 * p["round"] - 3.0 * p["press"]
     lips = _ellipse(u, v, 0.0, 0.0, a_out, b_out)
-    lip_tone = np.where(v < 0, 0.36, 0.44) + 0.1 * p["press"] + rng.uniform(-0.04, 0.04)
+    lip_tone = np.where(v < 0, 0.36, 0.44) + 0.1 * p["press"] + li * rng.uniform(-0.04, 0.04)
     win += lips * (lip_tone - win)
     a_in = a_out * (0.82 - 0.4 * p["round"])
     b_in = 0.8 + 13.0 * p["open"]
@@ -269,9 +280,9 @@ def render(params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     win += mouth * _ellipse(u, v, 0.0, tongue_v, 0.6 * a_in, 0.05 + 0.55 * b_in * p["tongue"]) * (0.5 - win)
     win += _ellipse(u, v, 0.0, 0.0, 9.0, 0.05 + 4.0 * p["tip"]) * p["tip"] * (0.58 - win)
 
-    gain = rng.uniform(0.75, 1.25) * (1.0 + rng.normal(0.0, 0.02, (F, 1, 1)))
-    noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0.01, 0.04))
-    img = img * gain.astype(np.float32) + np.float32(rng.uniform(-0.08, 0.08)) + noise
+    gain = (1.0 + li * rng.uniform(-0.25, 0.25)) * (1.0 + li * rng.normal(0.0, 0.02, (F, 1, 1)))
+    noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(nuisance.noise * rng.uniform(0.01, 0.04))
+    img = img * gain.astype(np.float32) + np.float32(li * rng.uniform(-0.08, 0.08)) + noise
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -292,15 +303,18 @@ class Clip:
         return ["".join(w) for w in self.words]
 
 
-def make_clip(rng: np.random.Generator, tokens: Sequence[str], weights: np.ndarray) -> Clip:
+def make_clip(
+    rng: np.random.Generator, tokens: Sequence[str], weights: np.ndarray, nuisance: Nuisance = Nuisance()
+) -> Clip:
     """One random clip: its words and frames (29 to 38)."""
     words = sample_words(rng, tokens, weights)
     arts = [articulation(t) for w in words for t in w]
     n_frames = int(MIN_FRAMES + min(rng.geometric(0.35) - 1, MAX_FRAMES - MIN_FRAMES))  # mean about 30.9
     params, _ = timeline(arts, n_frames, rng)
-    speaker = np.array([rng.uniform(0.85, 1.15), rng.uniform(0.9, 1.1), 1.0, rng.uniform(0.8, 1.0), 1.0, 1.0, 1.0])
-    params = np.clip(params * speaker + rng.normal(0.0, 0.02, params.shape), 0.0, 1.0)
-    return Clip(words, render(params, rng))
+    sp = nuisance.speaker
+    speaker = 1.0 + sp * np.array([rng.uniform(-0.15, 0.15), rng.uniform(-0.1, 0.1), 0, rng.uniform(-0.2, 0), 0, 0, 0])
+    params = np.clip(params * speaker + sp * rng.normal(0.0, 0.02, params.shape), 0.0, 1.0)
+    return Clip(words, render(params, rng, nuisance))
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
@@ -338,7 +352,8 @@ def write_dataset(
     fmt: str = "mp4",
     vocab: Path = VOCAB,
     frequencies: Path = FREQUENCIES,
-    alpha: float = 0.7,
+    alpha: float = 0.85,
+    nuisance: Nuisance = Nuisance(),
 ) -> list[Path]:
     """Write `clips` clips as `out/NNNNN.{mp4,npy}` + `out/NNNNN.csv`; clip i depends only on (seed, i). Returns the videos."""
     if fmt not in ("mp4", "npy"):
@@ -351,7 +366,7 @@ def write_dataset(
     weights = token_weights(tokens, frequencies, alpha)
     paths = []
     for i in range(clips):
-        clip = make_clip(np.random.default_rng([seed, i]), tokens, weights)
+        clip = make_clip(np.random.default_rng([seed, i]), tokens, weights, nuisance)
         video = out / f"{i:05d}.{fmt}"
         (write_mp4 if fmt == "mp4" else write_npy)(video, clip.frames)
         atomic_write_text(out / f"{i:05d}.csv", "word\n" + "".join(w + "\n" for w in clip.text))
