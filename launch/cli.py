@@ -88,3 +88,12 @@ cli.add_command(sweep_group)
 from launch.eval import eval_command  # noqa: E402
 
 cli.add_command(eval_command)
+
+from launch.runs import runs_group  # noqa: E402
+
+cli.add_command(runs_group)
+
+from launch.diagnose import diagnose_command, sanity_command  # noqa: E402
+
+cli.add_command(diagnose_command)
+cli.add_command(sanity_command)

@@ -1,0 +1,117 @@
+"""Rank runs by a metric: ties share a rank, failed runs come last; a Pareto front for several objectives.
+
+Order: runs that did not fail and have the metric, best first; equal values share a rank (1, 2, 2, 4) and
+are ordered by how soon they got there (`epoch_best`, then `runtime_s`), then by name. Failed runs and
+runs without the metric follow, unranked.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from analysis.report import fmt
+from analysis.runs import Source, load_runs
+from trainer.errors import ConfigError
+
+# `--by` names a metric as the user says it; the table holds its summary columns.
+ALIASES = {"val/cer": "val/cer_best", "cer": "val/cer_best", "val/cer_ctc_greedy": "val/cer_ctc_greedy@best"}
+UNRANKED_STATES = ("failed",)
+
+
+def metric_column(table: pd.DataFrame, by: str) -> str:
+    column = ALIASES.get(by, by)
+    if column not in table.columns:
+        numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+        raise ConfigError(f"cannot rank by {by!r}: no such column; numeric columns: {', '.join(numeric)}")
+    if not pd.api.types.is_numeric_dtype(table[column]):
+        raise ConfigError(f"cannot rank by {by!r}: the column is not numeric")
+    return column
+
+
+def rank_runs(
+    source: pd.DataFrame | str | Path | Source,
+    by: str = "val/cer",
+    *,
+    top: int | None = None,
+    lower_is_better: bool = True,
+    api: Any = None,
+) -> pd.DataFrame:
+    """The runs of `source` (a table from `load_runs`, or a source for it) sorted best first with a `rank` column."""
+    table = source if isinstance(source, pd.DataFrame) else load_runs(source, api=api)
+    column = metric_column(table, by)
+    metric = table[column]
+    rankable = metric.notna() & ~table["state"].isin(UNRANKED_STATES)
+    key = metric if lower_is_better else -metric
+    ranked = table[rankable].assign(_key=key[rankable])
+    ranked = ranked.sort_values(["_key", "epoch_best", "runtime_s", "name"], na_position="last", kind="stable")
+    ranks = ranked["_key"].rank(method="min").astype("Int64")
+    ranked = ranked.drop(columns="_key").assign(rank=ranks)
+    rest = table[~rankable].sort_values(["state", "name"], kind="stable").assign(rank=pd.NA)
+    out = pd.concat([ranked, rest]) if len(rest) else ranked
+    out["rank"] = out["rank"].astype("Int64")
+    out = out[["rank", *[c for c in out.columns if c != "rank"]]].reset_index(drop=True)
+    out.attrs = dict(table.attrs, ranked_by=column)
+    return out.head(top) if top is not None else out
+
+
+def best_run(table: pd.DataFrame, by: str = "val/cer", lower_is_better: bool = True) -> pd.Series:
+    """The first run of the ranking; a ConfigError when no run has the metric."""
+    ranked = rank_runs(table, by, lower_is_better=lower_is_better)
+    if ranked.empty or pd.isna(ranked.loc[0, "rank"]):
+        states = ", ".join(f"{s}: {n}" for s, n in table["state"].value_counts().items()) or "no runs"
+        raise ConfigError(f"{table.attrs.get('source', 'the source')}: no run that did not fail has {by} ({states})")
+    return ranked.iloc[0]
+
+
+def pareto_front(table: pd.DataFrame, objectives: Mapping[str, Literal["min", "max"]]) -> pd.Series:
+    """True for runs that no other run beats: as good on every objective and better on one; failed or incomplete runs False."""
+    if not objectives:
+        raise ValueError("pareto_front needs at least one objective")
+    for col, goal in objectives.items():
+        if col not in table.columns:
+            raise ConfigError(f"no column {col!r} for the Pareto front")
+        if goal not in ("min", "max"):
+            raise ValueError(f"objective {col}: goal must be 'min' or 'max', got {goal!r}")
+    values = np.column_stack([table[c].to_numpy(float) * (1 if g == "min" else -1) for c, g in objectives.items()])
+    valid = ~np.isnan(values).any(axis=1) & ~table["state"].isin(UNRANKED_STATES).to_numpy()
+    v = values[valid]  # (n, k), lower is better in every column
+    no_worse = (v[:, None, :] <= v[None, :, :]).all(-1)  # [i, j]: i is at least as good as j everywhere
+    better = (v[:, None, :] < v[None, :, :]).any(-1)
+    dominated = (no_worse & better).any(axis=0)  # j is dominated by some i
+    front = np.zeros(len(table), dtype=bool)
+    front[np.flatnonzero(valid)] = ~dominated
+    return pd.Series(front, index=table.index, name="pareto")
+
+
+def format_table(table: pd.DataFrame, fmt_name: Literal["table", "csv", "markdown"] = "table") -> str:
+    """The table as aligned text, CSV or a Markdown table."""
+    if fmt_name == "csv":
+        buf = io.StringIO()
+        table.to_csv(buf, index=False)
+        return buf.getvalue()
+    cells = [[_cell(v) for v in row] for row in table.itertuples(index=False)]
+    header = [str(c) for c in table.columns]
+    if fmt_name == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        return "\n".join(lines) + "\n"
+    if fmt_name != "table":
+        raise ValueError(f"format must be table, csv or markdown, got {fmt_name!r}")
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(v: Any) -> str:
+    if v is pd.NA or v is None:
+        return "-"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    return fmt(v) or "-"

@@ -1,0 +1,65 @@
+"""`python -m launch runs rank|compare|export-best SOURCE`: the runs of a sweep from W&B, Optuna or run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+SOURCE_HELP = (
+    "SOURCE: a folder of run folders (runs/), optuna://URL?study=NAME (e.g. optuna://sqlite:///runs/lr/study.db?study=lr, "
+    "or the .db file itself), or wandb://entity/project[/sweep_id] (W&B's public API; needs `wandb login`)."
+)
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """Rank, compare and export the runs of a sweep (W&B, Optuna or local run folders)."""
+
+
+@runs_group.command("rank", epilog=SOURCE_HELP)
+@click.argument("source")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="show only the best K runs")
+@click.option("--by", default="val/cer", show_default=True, help="metric column to rank by (lower is better)")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown"]), default="table", show_default=True)
+@click.option("--sweep", "sweep_yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="sweep YAML whose parameters are the swept ones (default: config keys that differ between runs)")  # fmt: skip
+def rank_command(source: str, top: int | None, by: str, fmt: str, sweep_yaml: Path | None) -> None:
+    """Print the runs of SOURCE ranked by best val/cer: ties share a rank, failed runs come last."""
+    from analysis.rank import format_table, rank_runs
+    from analysis.runs import load_runs
+
+    ranked = rank_runs(load_runs(source, sweep_yaml=sweep_yaml), by, top=top)
+    click.echo(format_table(ranked, fmt), nl=False)
+
+
+@runs_group.command("compare", epilog=SOURCE_HELP)
+@click.argument("source")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="runs whose curves are overlaid")
+@click.option("--by", default="val/cer", show_default=True, help="metric column to rank by (lower is better)")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder for the PNGs and report"
+)
+@click.option("--sweep", "sweep_yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="sweep YAML whose parameters are the swept ones")  # fmt: skip
+def compare_command(source: str, top: int, by: str, out: Path, sweep_yaml: Path | None) -> None:
+    """Learning curves of the top runs, parameter vs val/cer scatters, parallel coordinates and parameter importance."""
+    from analysis.compare import compare
+    from analysis.runs import load_runs
+
+    page = compare(load_runs(source, sweep_yaml=sweep_yaml), out, top=top, by=by)
+    click.echo(f"wrote {page} and {page.with_suffix('.md')} with their PNGs in {out}")
+
+
+@runs_group.command("export-best", epilog=SOURCE_HELP)
+@click.argument("source")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("configs/best.yaml"), show_default=True
+)
+@click.option("--by", default="val/cer", show_default=True, help="metric column to rank by (lower is better)")
+def export_best_command(source: str, out: Path, by: str) -> None:
+    """Write the best run's resolved config as a YAML that `python -m launch train --config OUT` takes as it is."""
+    from analysis.export import export_best
+
+    path = export_best(source, out, by=by)
+    click.echo(f"wrote {path}; train it with: python -m launch train --config {path}")

@@ -1,0 +1,142 @@
+"""Hand-made runs: folders in the trainer's format, and W&B's public API answering from a recorded fixture."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import wandb.apis.public as wandb_public
+
+from trainer.config import load_config, save_config
+
+FIXTURE = Path(__file__).parent / "fixtures" / "wandb_sweep.json"
+
+TINY = [
+    "model.frontend.widths=[4,4,8,8]",
+    "model.encoder.dim=16",
+    "model.decoder.dim=16",
+    "model.encoder.heads=2",
+    "model.decoder.heads=2",
+    "model.encoder.ffn_dim=16",
+    "model.decoder.ffn_dim=16",
+    "model.encoder.layers=1",
+    "model.decoder.layers=1",
+]
+
+
+def epochs(
+    val_cer: Sequence[float],
+    train_cer: Sequence[float] | None = None,
+    train_loss: Sequence[float] | None = None,
+    grad: dict[str, Sequence[float]] | None = None,
+    ctc_greedy: Sequence[float] | None = None,
+) -> list[dict[str, Any]]:
+    """Per-epoch metric rows as the trainer logs them (every epoch validated)."""
+    rows = []
+    for i, v in enumerate(val_cer):
+        row: dict[str, Any] = {
+            "epoch": i + 1,
+            "train/loss": train_loss[i] if train_loss else 50.0 / (i + 1),
+            "train/lr": 1e-3,
+            "val/cer": v,
+            "val/cer_ctc_greedy": ctc_greedy[i] if ctc_greedy else v + 0.05,
+            "val/letter_er": v * 0.6,
+            "val/diacritic_er": v * 1.1,
+            "time/epoch_s": 10.0,
+        }
+        if train_cer is not None:
+            row["train/cer"] = train_cer[i]
+        for group, values in (grad or {}).items():
+            row[f"grad_norm/{group}"] = values[i]
+        rows.append(row)
+    return rows
+
+
+def write_run(
+    root: Path,
+    name: str,
+    rows: list[dict[str, Any]],
+    overrides: Sequence[str] = (),
+    *,
+    state: str = "finished",
+    reason: str = "",
+    samples: list[list[Any]] | None = None,
+    confusions: list[list[Any]] | None = None,
+) -> Path:
+    """A run folder like trainer/train.py writes it; the summary is derived from `rows` as the trainer does."""
+    run = Path(root) / name
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(load_config("small", [*TINY, *overrides]), run / "config.yaml")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    val = [(r["epoch"], r["val/cer"]) for r in rows if "val/cer" in r]
+    best_epoch, best = min(val, key=lambda p: p[1]) if val else (0, float("inf"))
+    summary = {
+        "name": name,
+        "state": state,
+        "reason": reason,
+        "val/cer_best": best,
+        "epoch_best": best_epoch,
+        "epochs": rows[-1]["epoch"] if rows else 0,
+        "step": 4 * (rows[-1]["epoch"] if rows else 0),
+        "runtime_s": sum(r.get("time/epoch_s", 0) for r in rows),
+        "wandb_id": None,
+        "wandb_url": None,
+    }
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    if samples is not None:
+        (run / "samples").mkdir(exist_ok=True)
+        with open(run / "samples" / f"epoch_{best_epoch:03d}.csv", "w", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerows([["id", "frames", "ref", "hyp", "cer", "score"], *samples])
+    if confusions is not None:
+        with open(run / "confusions.csv", "w", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerows([["kind", "ref", "hyp", "count"], *confusions])
+    return run
+
+
+class RecordedService:
+    """Stands in for wandb's ServiceApi: answers the sampled-history GraphQL query from the recorded fixture, and
+    fails on any other query, so the test proves which requests the code makes."""
+
+    def __init__(self, fixture: dict):
+        self.app_url = fixture["app_url"]
+        self.history = {r["attrs"]["name"]: r["history"] for r in fixture["runs"]}
+        self.queries: list[tuple[str, list[str]]] = []
+
+    def execute_graphql(self, query: str, variables: dict | None = None) -> dict:
+        if "sampledHistory" not in query:
+            raise AssertionError(f"unexpected W&B query: {query[:120]}")
+        spec = json.loads(variables["specs"][0])
+        keys = spec["keys"]
+        self.queries.append((variables["name"], keys))
+        rows = [{k: r[k] for k in keys} for r in self.history[variables["name"]] if all(k in r for k in keys)]
+        return {"project": {"run": {"sampledHistory": [rows[: spec["samples"]]]}}}
+
+
+class RecordedApi:
+    """`wandb.Api()`'s `runs`, `run` and `sweep`, returning wandb's own public-API objects built from the fixture."""
+
+    def __init__(self, fixture: dict):
+        self.fixture = fixture
+        self.service = RecordedService(fixture)
+        self.entity, self.project = fixture["entity"], fixture["project"]
+
+    def _run(self, attrs: dict, lazy: bool) -> wandb_public.Run:
+        return wandb_public.Run(self.service, self.entity, self.project, attrs["name"], attrs=dict(attrs), lazy=lazy)
+
+    def runs(self, path: str, filters: dict | None = None, per_page: int = 50, lazy: bool = True, **_) -> list:
+        assert path == f"{self.entity}/{self.project}"
+        attrs = [r["attrs"] for r in self.fixture["runs"]]
+        if filters and "sweep" in filters:
+            attrs = [a for a in attrs if a["sweepName"] == filters["sweep"]]
+        return [self._run(a, lazy) for a in attrs]
+
+    def run(self, path: str) -> wandb_public.Run:
+        run_id = path.rsplit("/", 1)[1]
+        return self._run(next(r["attrs"] for r in self.fixture["runs"] if r["attrs"]["name"] == run_id), False)
+
+    def sweep(self, path: str) -> wandb_public.Sweep:
+        entity, project, sweep_id = path.split("/")
+        return wandb_public.Sweep(self.service, entity, project, sweep_id, attrs=self.fixture["sweep"])
