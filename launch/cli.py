@@ -97,3 +97,7 @@ from launch.diagnose import diagnose_command, sanity_command  # noqa: E402
 
 cli.add_command(diagnose_command)
 cli.add_command(sanity_command)
+
+from launch.demo import demo_command  # noqa: E402
+
+cli.add_command(demo_command)

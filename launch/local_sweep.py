@@ -177,6 +177,11 @@ def make_pruner(block: dict[str, Any]) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {kind!r}")
 
 
+def local_overrides(spec: SweepSpec) -> list[str]:
+    """The command's fixed key=value arguments, less tracking.* (those set up W&B agents' runs, not local trials)."""
+    return [o for o in spec.command_overrides if not o.lstrip("-").startswith("tracking.")]
+
+
 def default_storage(sweep_dir: Path) -> str:
     return f"sqlite:///{(sweep_dir / STUDY_DB).as_posix()}"
 
@@ -273,13 +278,13 @@ class Objective:
             raise TrialFailed(f"skipped: {reason}")
         frozen = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
         retry_of = retried_from(frozen[trial.number])
-        name = f"{sweep.study}-t{trial.number:03d}"
+        name = f"{sweep.study}/{sweep.study}-t{trial.number:03d}"  # under <train.run_dir>, as the config keeps it
         resume = None
         if retry_of is not None:  # a dead worker's trial: continue its run folder when it has a checkpoint
             old_dir = Path(frozen[retry_of].user_attrs.get("run_dir", "-"))
             if (old_dir / "checkpoints" / "last.pt").exists():
                 resume, name = old_dir, old_dir.name
-        run_dir = sweep.sweep_dir / name
+        run_dir = sweep.sweep_dir.parent / name if resume is None else resume
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
@@ -291,9 +296,8 @@ class Objective:
         if sweep.checkpoint:
             return self._decode_trial(trial, params, run_dir, started)
 
-        cfg = config_mod.load_config(sweep.spec.base_config, [*sweep.spec.command_overrides, *sweep.overrides])
+        cfg = config_mod.load_config(sweep.spec.base_config, [*local_overrides(sweep.spec), *sweep.overrides])
         cfg = config_mod.apply_overrides(cfg, params, where=f"trial {trial.number}: ")
-        cfg.train.run_dir = str(sweep.sweep_dir)
         if cfg.tracking.name:
             cfg.tracking.name = ""
         from trainer.tracking import wandb_mode
@@ -358,8 +362,6 @@ class DecodeEvaluator:
     """A trained checkpoint, its validation split and model, loaded once; each trial decodes with its decode.* settings."""
 
     def __init__(self, checkpoint: Path, data_overrides: list[str]):
-        import torch
-
         from trainer.data import load_dataset
         from trainer.device import select_device, select_precision
         from trainer.model import build_model
@@ -380,7 +382,6 @@ class DecodeEvaluator:
         self.model = build_model(self.cfg.model, self.tokenizer.vocab_size)
         self.model.load_state_dict(ckpt["model"])
         self.model.to(self.device)
-        torch.set_grad_enabled(False)
 
     def run(self, params: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         """Decode the validation split with `params`; writes a run folder (config, one metrics row, summary)."""
@@ -388,7 +389,6 @@ class DecodeEvaluator:
         from trainer.train import evaluate
 
         cfg = config_mod.apply_overrides(copy.deepcopy(self.cfg), params)
-        cfg.train.run_dir = str(run_dir.parent)
         log = RunLog(run_dir, cfg, name=run_dir.name)
         log.write_config(cfg)
         started = time.monotonic()
@@ -520,7 +520,7 @@ def prepare(
         if overrides:
             config_mod.apply_overrides(base, list(overrides))
     else:
-        base = config_mod.load_config(spec.base_config, [*spec.command_overrides, *overrides])
+        base = config_mod.load_config(spec.base_config, [*local_overrides(spec), *overrides])
     name = study or spec.name
     sweep_dir = Path(base.train.run_dir) / name
     block = resolve_pruner(spec, pruner, pruner_options, base.train.max_epochs)

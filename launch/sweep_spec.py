@@ -163,9 +163,18 @@ class SweepSpec:
 
     def distributions(self) -> dict[str, Any]:
         """{key: optuna distribution}, by wandb's own mapping (one mapping everywhere)."""
-        from wandb.sdk.sweeps.scheduler.optuna import search_space_from_sweep_config
+        return {key: wandb_mapping()(spec) for key, spec in self.parameters.items()}
 
-        return search_space_from_sweep_config(self.parameters)
+
+def wandb_mapping() -> Any:
+    """wandb's `sweep_parameter_to_distribution` (wandb >= 0.31): sweep parameter spec -> Optuna distribution."""
+    try:
+        from wandb.sdk.sweeps.scheduler.optuna import sweep_parameter_to_distribution
+    except ImportError as e:
+        raise ConfigError(
+            f"sweeps need wandb >= 0.31 (its Optuna mapping of sweep parameters): {e}; pip install -U wandb"
+        ) from None
+    return sweep_parameter_to_distribution
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -504,8 +513,7 @@ def _check_values_fit_key(key: KeySpec, dist: Any, where: str, out: list[str]) -
 
 def _check_parameters(raw: dict[str, Any], checkpoint: bool, out: list[str]) -> dict[str, Any]:
     """Check each parameter; returns {key: optuna distribution} for the ones that are right."""
-    from wandb.sdk.sweeps.scheduler.optuna import sweep_parameter_to_distribution
-
+    sweep_parameter_to_distribution = wandb_mapping()
     params = raw.get("parameters")
     if not isinstance(params, dict) or not params:
         out.append("parameters: must be a non-empty mapping of dotted config keys (optim.lr: {...})")

@@ -277,3 +277,46 @@ def test_a_killed_workers_trial_is_retried_and_resumes_its_run_folder(tmp_path):
     assert retry.user_attrs["run_dir"] == killed.user_attrs["run_dir"]  # continued from its last.pt
     assert json.loads((Path(retry.user_attrs["run_dir"]) / "summary.json").read_text())["resumed"] is True
     assert sorted(t.params["optim.lr"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE) == [1e-3, 1e-2]
+
+
+# --------------------------------------------------------------------------- end to end: the real trainer, a tiny model
+
+
+@pytest.mark.slow
+def test_real_tiny_sweep_then_a_decoding_sweep_on_its_best_checkpoint(tiny_config, tmp_path):
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+
+    base = tmp_path / "tiny.yaml"
+    save_config(tiny_config, base)
+    command = [*COMMAND[:6], str(base), "${args}"]
+    train_yaml = tmp_path / "tiny_sweep.yaml"
+    train_yaml.write_text(yaml.safe_dump({"name": "tiny", "method": "grid", "metric": {"name": "val/cer", "goal": "minimize"},
+                                          "parameters": {"optim.lr": {"values": [1e-3, 3e-3]}}, "command": command}))  # fmt: skip
+    result = CliRunner().invoke(cli, ["sweep", "local", str(train_yaml), "--heartbeat", "0", "train.max_epochs=1"])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'runs' / 'tiny' / 'study.db'}")
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    best = Path(study.best_trial.user_attrs["run_dir"])
+    summary = json.loads((best / "summary.json").read_text())
+    assert summary["state"] == "finished" and summary["epochs"] == 1
+    assert study.best_value == pytest.approx(summary["val/cer_best"])
+
+    decode_yaml = tmp_path / "decode.yaml"
+    decode_yaml.write_text(yaml.safe_dump({"name": "dec", "method": "grid", "metric": {"name": "val/cer", "goal": "minimize"},
+                                           "parameters": {"decode.beam_size": {"values": [1, 2]}}, "command": command}))  # fmt: skip
+    checkpoint = best / "checkpoints" / "best.pt"
+    result = CliRunner().invoke(
+        cli, ["sweep", "local", str(decode_yaml), "--checkpoint", str(checkpoint), "--heartbeat", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    dec = optuna.load_study(study_name="dec", storage=f"sqlite:///{tmp_path / 'runs' / 'dec' / 'study.db'}")
+    assert states(dec) == ["COMPLETE", "COMPLETE"]
+    for t in dec.get_trials():
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert (
+            yaml.safe_load((run_dir / "config.yaml").read_text())["decode"]["beam_size"] == t.params["decode.beam_size"]
+        )
+        assert not (run_dir / "checkpoints").exists()  # evaluated, not trained
+    assert {t.params["decode.beam_size"]: t.value for t in dec.get_trials()}[2] <= summary["val/cer_best"] + 1.0

@@ -1,0 +1,106 @@
+"""`python -m launch demo`: synthetic clips if absent, `sweeps/demo.yaml` run locally with a pruner, ranked, best exported."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from trainer.config import PROJECT_ROOT
+
+DEMO_SWEEP = PROJECT_ROOT / "sweeps" / "demo.yaml"
+
+
+def wandb_offline_error(folder: Path) -> str | None:
+    """None when an offline W&B run can be written here, else why not."""
+    try:
+        import wandb
+
+        run = wandb.init(
+            mode="offline", dir=str(folder), project="lipsweep-demo", name="offline-check", reinit="finish_previous"
+        )
+        run.finish()
+    except Exception as e:  # any failure means: run the demo without W&B, and say so
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def ensure_dataset(root: Path, clips: int, seed: int = 0) -> None:
+    """Write `clips` synthetic clips to `root` unless it already holds clips."""
+    if root.exists() and any(root.glob("*.csv")):
+        click.echo(f"data: {root} exists ({sum(1 for _ in root.glob('*.csv'))} clips)")
+        return
+    from trainer.synthetic import write_dataset
+
+    started = time.monotonic()
+    click.echo(f"data: writing {clips} synthetic clips to {root} ...")
+    write_dataset(root, clips, seed=seed)
+    click.echo(f"data: {clips} clips in {time.monotonic() - started:.0f} s")
+
+
+def rank_and_export(storage: str, study: str, sweep_dir: Path, fallback_rows: list[dict], metric: str) -> Path:
+    """The ranked table and the best run's config as `<sweep folder>/best.yaml` (via the analysis package)."""
+    out = sweep_dir / "best.yaml"
+    try:
+        from analysis.export import export_best
+        from analysis.rank import format_table, rank_runs
+        from analysis.runs import load_runs
+    except ImportError as e:  # the analysis package is optional for the sweep itself
+        from launch.local_sweep import format_rows
+
+        click.echo(f"(analysis package unavailable: {e}; a plain ranking from the study)")
+        click.echo(format_rows(fallback_rows, metric))
+        best = next(r for r in fallback_rows if r["value"] is not None)
+        out.write_text((Path(best["run_dir"]) / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+        return out
+    table = load_runs(f"optuna://{storage}?study={study}", sweep_yaml=DEMO_SWEEP)
+    click.echo(format_table(rank_runs(table), "table"), nl=False)
+    return export_best(table, out)
+
+
+@click.command("demo", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--data", "data_root", default="data/synthetic", show_default=True, help="synthetic clips (written if absent)"
+)
+@click.option("--clips", type=click.IntRange(min=20), default=200, show_default=True, help="clips to write when absent")
+@click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True, help="trials of sweeps/demo.yaml")
+@click.option("--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "patient", "none"]), default=None,
+              help="default: the YAML's (median)")  # fmt: skip
+@click.option("--wandb", "wandb_mode", type=click.Choice(["offline", "disabled"]), default="offline", show_default=True)
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def demo_command(
+    data_root: str, clips: int, trials: int, pruner: str | None, wandb_mode: str, overrides: tuple[str, ...]
+) -> None:
+    """The whole loop on synthetic data: clips, a pruned local sweep, the ranking, the best config exported."""
+    from launch.local_sweep import prepare, run_local_sweep, trial_rows
+    from launch.sweep import validated
+    from launch.sweep_spec import describe
+    from trainer.config import load_config
+
+    started = time.monotonic()
+    root = Path(data_root)
+    ensure_dataset(root, clips)
+    run_dir = Path(load_config(None, list(overrides)).train.run_dir)
+    if wandb_mode == "offline":
+        run_dir.mkdir(parents=True, exist_ok=True)
+        error = wandb_offline_error(run_dir)
+        if error:
+            click.echo(f"note: W&B offline runs cannot be written here ({error}); the demo runs with tracking disabled")
+            wandb_mode = "disabled"
+    extra = [f"data.root={root}", f"tracking.wandb={wandb_mode}", *overrides]
+    spec = validated(str(DEMO_SWEEP), extra)
+    study = "demo-" + time.strftime("%Y%m%d-%H%M%S")
+    sweep = prepare(spec, trials=trials, study=study, overrides=extra, pruner=pruner)
+    click.echo(f"sweep {study}: {describe(spec)}; {sweep.budget} trials, pruner {sweep.pruner}, W&B {wandb_mode}")
+    click.echo(f"storage {sweep.storage}; run folders under {sweep.sweep_dir}")
+    result = run_local_sweep(sweep, workers=1)
+    rows = trial_rows(result)
+    epochs = sum(r["epochs"] or 0 for r in rows)
+    pruned = sum(r["state"] == "pruned" for r in rows)
+    click.echo(f"\n{len(rows)} trials ({pruned} pruned), {epochs} epochs in all, {time.monotonic() - started:.0f} s")
+    best = rank_and_export(sweep.storage, study, sweep.sweep_dir, rows, spec.metric)
+    click.echo(f"\nbest config: {best}\n  train it:   python -m launch train --config {best}")
+    click.echo(f"  the runs:   python -m launch runs rank {sweep.sweep_dir}")
+    if wandb_mode == "offline":
+        click.echo(f"  to W&B:     wandb sync {sweep.sweep_dir}/*/wandb/offline-run-*")
