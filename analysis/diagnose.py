@@ -391,6 +391,22 @@ def confusion_heatmap(counts: Counter, out: Path, top: int = 15) -> Path:
         return _save(fig, out)
 
 
+def length_note(rows: Sequence[dict[str, Any]]) -> str:
+    """How long the hypotheses are against the references, and what too short or too long suggests."""
+    ref = sum(len(r["ref_ids"]) for r in rows)
+    hyp = sum(len(r["hyp_ids"]) for r in rows)
+    ratio = hyp / max(1, ref)
+    text = f"The hypotheses hold {hyp} tokens for {ref} reference tokens ({ratio:.0%})"
+    if ratio < 0.8:
+        return text + ": too short, deletions dominate (the search ends early; try a length bonus, decode.penalty > 0)."
+    if ratio > 1.2:
+        return (
+            text
+            + ": too long, insertions dominate (repeats; try a smaller decode.penalty or a larger decode.ctc_weight)."
+        )
+    return text + "."
+
+
 # --------------------------------------------------------------------------- 7. hyperparameters
 
 
@@ -812,6 +828,8 @@ def diagnose(
             kinds[error_kind(r, h)] += n
         total = sum(kinds.values())
         report.text("Errors by kind: " + ", ".join(f"{k} {n} ({n / total:.0%})" for k, n in kinds.most_common()) + ".")
+        if decoded is not None:
+            report.text(length_note(decoded.rows))
         report.table(
             ["reference", "decoded", "kind", "count"],
             [[r or EMPTY, h or EMPTY, error_kind(r, h), n] for (r, h), n in counts.most_common(15)],

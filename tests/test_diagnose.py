@@ -291,3 +291,18 @@ def test_report_from_decoding_a_real_checkpoint(tmp_path: Path):
     clips = sorted((tmp_path / "report" / "clips").glob("*.png"))
     assert len(clips) == 2 and all(f"![](clips/{c.name})" in md for c in clips)
     assert "## 6. Token confusions" in md and "confusions.png" in md
+
+
+@pytest.mark.parametrize(
+    ("hyp_len", "phrase"),
+    [(4, "too short, deletions dominate"), (10, "(100%)."), (15, "too long, insertions dominate")],
+)
+def test_length_note(hyp_len: int, phrase: str):
+    from analysis.diagnose import length_note
+
+    rows = [
+        {"ref_ids": [1] * 5, "hyp_ids": [2] * (hyp_len // 2)},
+        {"ref_ids": [1] * 5, "hyp_ids": [2] * (hyp_len - hyp_len // 2)},
+    ]
+    text = length_note(rows)
+    assert text.startswith(f"The hypotheses hold {hyp_len} tokens for 10 reference tokens") and phrase in text

@@ -23,7 +23,7 @@ def synthetic(tmp_path_factory) -> list[str]:
             "data.val_ratio=0.2", "data.test_ratio=0", "decode.beam_size=2", "model.dropout=0", "optim.lr=5e-3"]  # fmt: skip
 
 
-# the smallest model that overfits 8 clips of 16 x 16 crops in 100 steps (about 20 s a run on 2 idle cores)
+# a model that overfits 8 clips of 16 x 16 crops in 100 steps (70-80 s a run on the shared 2-core VM)
 SMALL = ["model.frontend.widths=[8,8,16,16]", "model.encoder.dim=32", "model.decoder.dim=32", "model.encoder.heads=2",
          "model.decoder.heads=2", "model.encoder.ffn_dim=64", "model.decoder.ffn_dim=64", "model.encoder.layers=1",
          "model.decoder.layers=1"]  # fmt: skip
