@@ -149,17 +149,11 @@ def data_uri(path: Path) -> str:
 
 
 def fmt(value: Any) -> str:
-    """A table cell as text: floats with 4 significant decimals, missing values empty."""
+    """A table cell as text: floats with 4 significant digits, missing values empty."""
     if value is None:
         return ""
     if isinstance(value, float):
-        if value != value:  # NaN
-            return ""
-        return (
-            f"{value:.4g}"
-            if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3)
-            else f"{value:.4f}".rstrip("0").rstrip(".")
-        )
+        return "" if value != value else f"{value:.4g}"  # NaN is not equal to itself
     return str(value)
 
 

@@ -10,8 +10,9 @@ Sources (as given on the command line):
 Columns: `run_id`, `name`, `state` (finished, pruned, stopped, failed, running), one column per swept
 parameter (dotted config keys; `table.attrs["params"]` lists them), `val/cer_best`, `val/cer_last`,
 `epoch_best`, `epochs`, `runtime_s`, `val/cer_ctc_greedy@best`, `location` (run folder or URL), `reason`.
-Swept parameters: a W&B sweep's or a sweep YAML's parameters, an Optuna trial's params; otherwise the
-config keys whose values differ between the runs (bookkeeping keys in `NOT_PARAMETERS` left out).
+Swept parameters: a W&B sweep's or a sweep YAML's parameters (given, or the `sweep.yaml` that `sweep local`
+keeps in a sweep folder), an Optuna trial's params; otherwise the config keys whose values differ between
+the runs (bookkeeping keys in `NOT_PARAMETERS` left out).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ METRIC_COLUMNS = [
     "val/cer_ctc_greedy@best",
 ]
 HEAD_COLUMNS = ["run_id", "name", "state"]
+SWEEP_COPY = "sweep.yaml"  # `sweep local` keeps the sweep's YAML in its folder
 TAIL_COLUMNS = ["location", "reason"]
 STATES = ("finished", "pruned", "stopped", "failed", "running")
 # Config keys that differ between runs without being hyperparameters.
@@ -119,6 +121,8 @@ def load_runs(
     src = parse_source(source)
     declared = sweep_parameter_names(load_yaml(Path(sweep_yaml))) if sweep_yaml else None
     if src.kind == "local":
+        if declared is None and (Path(src.path) / SWEEP_COPY).is_file():  # the copy `sweep local` keeps
+            declared = sweep_parameter_names(load_yaml(Path(src.path) / SWEEP_COPY))
         rows, configs = local_rows(Path(src.path))
         params = declared if declared is not None else differing_keys(configs)
     elif src.kind == "optuna":

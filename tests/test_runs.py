@@ -57,12 +57,15 @@ def test_first_epoch_wins_a_tie_for_best(tmp_path: Path):
 def test_sweep_yaml_names_the_parameters(tmp_path: Path):
     write_run(tmp_path, "a", epochs([0.5]), ["optim.lr=1e-3", "model.dropout=0.2"])
     write_run(tmp_path, "b", epochs([0.6]), ["optim.lr=2e-3", "model.dropout=0.1"])
-    sweep = tmp_path / "sweep.yaml"
+    sweep = tmp_path / "lr.yaml"
     sweep.write_text(
         "method: grid\nparameters:\n  optim.lr:\n    values: [0.001, 0.002]\n  decode.beam_size:\n    value: 5\n"
     )
     assert load_runs(tmp_path / "a").attrs["params"] == []
     assert load_runs(tmp_path, sweep_yaml=sweep).attrs["params"] == ["optim.lr"]
+    assert load_runs(tmp_path).attrs["params"] == ["model.dropout", "optim.lr"]  # the keys that differ
+    sweep.rename(tmp_path / "sweep.yaml")  # the copy `sweep local` keeps in the sweep folder
+    assert load_runs(tmp_path).attrs["params"] == ["optim.lr"]
 
 
 def test_bad_sources_and_damaged_runs_are_clear_errors(tmp_path: Path):
