@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from trainer import distributed
 from trainer.augment import augment_batch
 from trainer.config import Config, apply_overrides, config_from_dict, to_dict
 from trainer.data import Dataset, load_dataset, make_batches
@@ -146,7 +147,7 @@ class StopRequest:
 @dataclass
 class EvalResult:
     metrics: dict[str, float]
-    rows: list[dict[str, Any]]  # per clip: id, frames, ref, hyp, cer, score, ref_ids, hyp_ids
+    rows: list[dict[str, Any]]  # per clip: id, frames, ref, hyp, cer, score, ref_ids, hyp_ids, greedy_ids
 
 
 @torch.no_grad()
@@ -162,13 +163,17 @@ def evaluate(
     prefix: str = "val",
     losses: bool = True,
 ) -> EvalResult:
-    """Losses, joint beam-search CER and CTC-greedy CER on `indices`; per-clip rows for samples/confusions."""
+    """Losses, joint beam-search CER and CTC-greedy CER on `indices`; per-clip rows for samples/confusions.
+
+    Under torchrun each rank decodes its share of `indices`; every rank gets all rows and the same metrics.
+    """
     model.eval()
+    order = [data.ids[i] for i in indices]
+    indices = distributed.shard(indices)
     options = SearchOptions.from_config(cfg.decode)
     sums = {"loss": 0.0, "loss_ctc": 0.0, "loss_att": 0.0}
     n_clips = 0
     rows: list[dict[str, Any]] = []
-    refs, hyps, greedy = [], [], []
     autocast = _autocast(device, precision)
     for batch_idx in make_batches(data.lengths, indices, batch_size=cfg.decode.batch_size, shuffle=False):
         batch = data.collate(batch_idx).to(device)
@@ -189,9 +194,6 @@ def evaluate(
             ref = data.targets[batch_idx[i]]
             best = nbest[i][0]
             hyp = best.token_ids
-            refs.append(ref)
-            hyps.append(hyp)
-            greedy.append(greedy_hyps[i].token_ids)
             rows.append(
                 {
                     "id": clip_id,
@@ -202,9 +204,12 @@ def evaluate(
                     "score": float(best.score),
                     "ref_ids": ref,
                     "hyp_ids": hyp,
+                    "greedy_ids": greedy_hyps[i].token_ids,
                 }
             )
         n_clips += len(batch.ids)
+    rows, sums, n_clips = distributed.gather_rows(rows, sums, n_clips, order)
+    refs, hyps, greedy = ([r[k] for r in rows] for k in ("ref_ids", "hyp_ids", "greedy_ids"))
     metrics = {f"{prefix}/cer": cer(refs, hyps)}
     if prefix == "val":
         metrics.update(
@@ -252,27 +257,38 @@ def train(
     prune: PruneHook | None = None,
     verbose: bool = True,
 ) -> RunResult:
-    """Train one run as `cfg` says; returns its folder, final state and summary."""
+    """Train one run as `cfg` says; returns its folder, final state and summary.
+
+    Under `torchrun --nproc_per_node=N` the N processes train one run together (trainer/distributed.py);
+    rank 0 alone writes the run folder, the checkpoints and the W&B run.
+    """
     # --- run folder, tracking, final config --------------------------------------------------------
+    distributed.init_from_env(cfg.train.device)
     ckpt: dict[str, Any] | None = None
     if resume is not None:
         run_dir = Path(resume)
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         cfg = config_from_dict(ckpt["config"])
     else:
-        run_dir = Path(cfg.train.run_dir) / (name or cfg.tracking.name or new_run_name())
+        run_dir = distributed.broadcast_object(Path(cfg.train.run_dir) / (name or cfg.tracking.name or new_run_name()))
         if (run_dir / "checkpoints" / "last.pt").exists():
             raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --name")
-    log = RunLog(
-        run_dir,
-        cfg,
-        name=run_dir.name,
-        wandb_id=ckpt.get("wandb_id") if ckpt else None,
-        resume_epoch=ckpt["epoch"] if ckpt else None,
+    log = (
+        RunLog(
+            run_dir,
+            cfg,
+            name=run_dir.name,
+            wandb_id=ckpt.get("wandb_id") if ckpt else None,
+            resume_epoch=ckpt["epoch"] if ckpt else None,
+        )
+        if distributed.is_main()
+        else distributed.RankLog(run_dir)
     )
     if log.sweep_params and ckpt is None:
         cfg = apply_overrides(cfg, log.sweep_params, where="wandb.config: ")
+    cfg = distributed.broadcast_object(cfg)  # a W&B sweep's values reach rank 0 only
     log.write_config(cfg)
+    verbose = verbose and distributed.is_main()
     say = print if verbose else (lambda *a, **k: None)
     interactive = verbose and sys.stderr.isatty()
     summary: dict[str, Any] = read_summary(run_dir) if ckpt else {}
@@ -281,14 +297,14 @@ def train(
 
     try:
         # --- device, precision, seeds --------------------------------------------------------------
-        device = select_device(cfg.train.device)
+        device = distributed.local_device(select_device(cfg.train.device))
         precision = select_precision(cfg.train.precision, device)
         seed_everything(cfg.train.seed)
 
         # --- data --------------------------------------------------------------------------------
         tokenizer = Tokenizer.from_config(cfg.data)
-        data = load_dataset(cfg.data, tokenizer, log=say)
-        split = data.split(cfg.data)
+        data = distributed.main_first(lambda: load_dataset(cfg.data, tokenizer, log=say))
+        split = distributed.main_first(lambda: data.split(cfg.data))
         train_idx, val_idx = split["train"], split["val"]
         if not train_idx or not val_idx:
             raise UserError(
@@ -336,6 +352,8 @@ def train(
             say(f"resuming {run_dir} at epoch {start_epoch}" + (f", batch {start_batch}" if start_batch else ""))
 
         def checkpoint(path: Path, epoch: int, partial_state: dict[str, Any] | None = None) -> None:
+            if not distributed.is_main():
+                return
             save_checkpoint(
                 path,
                 model=model.state_dict(),
@@ -353,6 +371,8 @@ def train(
             )
 
         # --- epochs -------------------------------------------------------------------------------
+        net = distributed.wrap_model(model, device)  # DDP under torchrun, else `model` itself
+        distributed.seed_rank(cfg.train.seed + step)
         started = time.monotonic()
         state, reason = "finished", ""
         with StopRequest() as stop:
@@ -366,10 +386,11 @@ def train(
                 norms: dict[str, torch.Tensor] = {}
                 clips, n_steps, bad_steps, bad_total = 0, 0, 0, 0
                 if partial is not None:
+                    own = distributed.is_main()  # the saved sums are over all ranks: rank 0 carries them on
                     gen.set_state(partial["generator"])
-                    sums = {k: torch.tensor(v, device=device) for k, v in partial["sums"].items()}
+                    sums = {k: torch.tensor(v if own else 0.0, device=device) for k, v in partial["sums"].items()}
                     norms = {k: torch.tensor(v, device=device) for k, v in partial["norms"].items()}
-                    clips, n_steps, bad_total = partial["clips"], partial["steps"], partial["bad_total"]
+                    clips, n_steps, bad_total = partial["clips"] if own else 0, partial["steps"], partial["bad_total"]
                     partial = None
                 batches = batch_plan(epoch)
                 bar = tqdm(
@@ -380,26 +401,30 @@ def train(
                 for b, batch_idx in enumerate(batches[start_batch:], start=start_batch):
                     batch = data.collate(batch_idx).to(device)
                     x = augment_batch(batch.video, batch.lengths, cfg.augment, train=True, generator=gen)
+                    rows, n_clips, weight = distributed.batch_share(len(batch.ids))  # this rank's rows of the batch
+                    steps_here = not ((b + 1) % cfg.train.accumulate and b + 1 < len(batches))
+                    x, lengths, targets = x[rows], batch.lengths[rows], batch.targets[rows]
                     try:
-                        with _autocast(device, precision):
-                            out = model(x, batch.lengths, batch.targets)
-                        scaler.scale(out.loss / cfg.train.accumulate).backward()
+                        with distributed.grad_sync(net, steps_here):
+                            with _autocast(device, precision):
+                                out = net(x, lengths, targets)
+                            scaler.scale(out.loss * weight / cfg.train.accumulate).backward()
                     except torch.cuda.OutOfMemoryError:
                         raise TrainingFailed(
                             f"out of GPU memory on a batch of {tuple(x.shape)} (clips, frames, 1, H, W); "
                             "lower train.batch_frames or train.batch_size, or use train.precision=fp16"
                         ) from None
                     for k in pending:
-                        pending[k] += getattr(out, k).detach().float() * len(batch.ids)
-                    pending_clips += len(batch.ids)
+                        pending[k] += getattr(out, k).detach().float() * n_clips
+                    pending_clips += n_clips
                     bar.update(1)
-                    if (b + 1) % cfg.train.accumulate and b + 1 < len(batches):
+                    if not steps_here:
                         continue
                     # optimizer step: unscale, check, clip, schedule, step
                     scaler.unscale_(optimizer)
                     group_norms = grad_group_norms(model)
                     total_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip or math.inf)
-                    finite = torch.isfinite(pending["loss"] + total_norm)
+                    finite = torch.isfinite(distributed.all_reduce_sum(pending["loss"]) + total_norm)
                     pending_clips, step_clips = 0, pending_clips
                     if not finite:  # one host sync per optimizer step, as a grad scaler makes anyway
                         bad_steps += 1
@@ -428,12 +453,13 @@ def train(
                         norms[g] = norms.get(g, torch.zeros((), device=device)) + v
                     clips += step_clips
                     over_budget = cfg.train.max_minutes and (time.monotonic() - started) / 60 > cfg.train.max_minutes
-                    if stop.signal or over_budget:
+                    if distributed.any_rank(bool(stop.signal) or bool(over_budget)):
                         reason = (
                             f"received {stop.signal}"
                             if stop.signal
                             else f"time budget of {cfg.train.max_minutes} min reached"
                         )
+                        totals = distributed.sum_over_ranks({**sums, "clips": clips})
                         checkpoint(
                             run_dir / "checkpoints" / "last.pt",
                             epoch - 1,
@@ -441,9 +467,9 @@ def train(
                                 "epoch": epoch,
                                 "batch": b + 1,
                                 "generator": gen.get_state(),
-                                "sums": {k: v.item() for k, v in sums.items()},
+                                "sums": {k: totals[k].item() for k in sums},
                                 "norms": {k: v.item() for k, v in norms.items()},
-                                "clips": clips,
+                                "clips": totals["clips"],
                                 "steps": n_steps,
                                 "bad_total": bad_total,
                             },
@@ -456,10 +482,11 @@ def train(
                     break
                 train_s = time.monotonic() - t0
 
+                totals = distributed.sum_over_ranks({**sums, "clips": clips})  # over all ranks
                 metrics: dict[str, Any] = {"epoch": epoch}
-                metrics.update({f"train/{k}": v.item() / max(1, clips) for k, v in sums.items()})
+                metrics.update({f"train/{k}": totals[k].item() / max(1, totals["clips"]) for k in sums})
                 metrics["train/lr"] = optimizer.param_groups[0]["lr"]
-                metrics["train/clips_per_s"] = clips / max(train_s, 1e-9)
+                metrics["train/clips_per_s"] = totals["clips"] / max(train_s, 1e-9)
                 metrics["train/bad_steps"] = bad_total
                 metrics.update({f"grad_norm/{g}": v.item() / max(1, n_steps) for g, v in norms.items()})
 
@@ -494,24 +521,30 @@ def train(
                 elif validated:
                     stale += 1
                 checkpoint(run_dir / "checkpoints" / "last.pt", epoch)
-                if improved:
+                if improved and distributed.is_main():
                     (run_dir / "checkpoints" / "best.pt").unlink(missing_ok=True)
                     checkpoint(run_dir / "checkpoints" / "best.pt", epoch)
                 summary.update({"val/cer_best": best_cer, "epoch_best": best_epoch, "epochs": epoch, "step": step})
                 log.write_summary(summary)
                 say(epoch_line(metrics, cfg.train.max_epochs))
-                if validated and prune is not None and prune(epoch, metrics):
+                if (
+                    validated
+                    and prune is not None
+                    and distributed.broadcast_object(distributed.is_main() and prune(epoch, metrics))
+                ):
                     state, reason = "pruned", f"pruned after epoch {epoch}"
                     log.tag("pruned")
                     break
                 if validated and cfg.train.patience and stale >= cfg.train.patience:
                     reason = f"early stop: no better val/cer for {stale} validations"
                     break
-                if cfg.train.max_minutes and (time.monotonic() - started) / 60 > cfg.train.max_minutes:
+                if distributed.any_rank(
+                    bool(cfg.train.max_minutes) and (time.monotonic() - started) / 60 > cfg.train.max_minutes
+                ):
                     reason = f"time budget of {cfg.train.max_minutes} min reached"
                     break
-                if stop.signal:
-                    state, reason = "stopped", f"received {stop.signal}"
+                if distributed.any_rank(bool(stop.signal)):
+                    state, reason = "stopped", f"received {stop.signal or 'a stop signal (on another rank)'}"
                     break
     except Exception as e:
         summary.update({"state": "failed", "reason": f"{type(e).__name__}: {e}"})
@@ -523,8 +556,9 @@ def train(
     from analysis.plots import learning_curves
     from trainer.tracking import read_metrics
 
-    plot = learning_curves(read_metrics(run_dir), run_dir / "plots" / "learning_curves.png", title=run_dir.name)
-    log.log_image("plots/learning_curves", plot)
+    if distributed.is_main():
+        plot = learning_curves(read_metrics(run_dir), run_dir / "plots" / "learning_curves.png", title=run_dir.name)
+        log.log_image("plots/learning_curves", plot)
     if cfg.tracking.log_checkpoint and (run_dir / "checkpoints" / "best.pt").exists():
         log.log_checkpoint(run_dir / "checkpoints" / "best.pt", {"val/cer": best_cer, "epoch": best_epoch})
     summary.update(
