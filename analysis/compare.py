@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from analysis.rank import format_table, metric_column, rank_runs  # noqa: E402
 from analysis.report import Report  # noqa: E402
 from analysis.runs import STATES, Source, load_runs, load_study, parse_source, run_history  # noqa: E402
+from trainer.io import atomic_write_text  # noqa: E402
 
 COMPLETED = ("finished", "stopped")  # runs whose metric is final (pruned runs stopped early)
 MIN_RUNS = 3  # fewer completed runs than this: no importance estimate
@@ -309,8 +310,7 @@ def compare(
         if importance.values:
             report.table(["parameter", "importance"], [[k, round(v, 4)] for k, v in importance.values.items()])
             report.image(importance_plot(importance, out_dir / "importance.png"))
-    (out_dir / "ranking.md").parent.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ranking.md").write_text(format_table(ranked, "markdown"), encoding="utf-8")
+    atomic_write_text(out_dir / "ranking.md", format_table(ranked, "markdown"))
     return report.write(out_dir, "compare")[1]
 
 
