@@ -34,6 +34,7 @@ from trainer.ctc_prefix import CTCPrefixScorer, CTCPrefixState
 from trainer.model import LipReader
 
 PARTS = ("decoder", "ctc", "length_bonus")
+COMPACT_SHARE = 0.25  # finished utterances leave the batch once they are this share of it
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,8 @@ def beam_search(
         ctc_scorer=scorer,
         best_by_len=torch.full((batch, steps + 3), -math.inf, device=device),
     )
-    active = list(range(batch))
+    active = list(range(batch))  # the input index of each utterance in `beams`
+    finished = [False] * batch
     history: list[_Step] = []
     per_utt = 1  # hypotheses per utterance: the sos alone before the first step
     for i in range(steps):
@@ -211,12 +213,18 @@ def beam_search(
         history.append(dataclasses.replace(step, utt=active))
         per_utt = options.beam_size
         done_host = done.tolist()  # the one host sync per step
-        if all(done_host):
+        newly = [d and not f for d, f in zip(done_host, finished, strict=True)]
+        finished = [d or f for d, f in zip(done_host, finished, strict=True)]
+        if all(finished):
             break
-        if any(done_host):
-            keep = [b for b, d in enumerate(done_host) if not d]
-            active = [active[b] for b in keep]
+        if sum(finished) >= COMPACT_SHARE * len(finished):
+            # drop the finished ones: a copy of every state, so not each time one finishes
+            keep = [b for b, f in enumerate(finished) if not f]
+            active, finished = [active[b] for b in keep], [False] * len(keep)
             beams = beams.keep(torch.tensor(keep, device=device), per_utt)
+        elif any(newly):  # finished ones stay in the batch, with no hypothesis left to extend
+            stop = torch.tensor(newly, device=device).repeat_interleave(per_utt)
+            beams.score = beams.score.masked_fill(stop, -math.inf)
     return _nbest(history, batch, options, eos)
 
 
