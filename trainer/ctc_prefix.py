@@ -121,19 +121,24 @@ class CTCPrefixScorer:
 
         last (N,): the last tokens of the hypotheses of `state`; psi (M,): the extensions' prefix
         probabilities from `score`. The M rows must be utterance-major.
+
+        ESPnet's recursion r_n[t] = (r_n[t-1] + phi[t-1]) x_t(token), r_b[t] = (r_n[t-1] + r_b[t-1]) x_t(blank)
+        is linear, so it is solved for all frames at once with cumulative sums in float64:
+        r_n[t] = sum_{s<=t} enter[s] prod_{u=s..t} x_u(token), r_b[t] = sum_{s<t} r_n[s] prod_{u=s+1..t} x_u(blank).
         """
-        frames, batch, _ = self.x.shape
+        m = rows.numel()
         parent = state.select(rows)
         r_sum = torch.logaddexp(parent.r[:, 0], parent.r[:, 1])  # (T, M)
         phi = torch.where(tokens == last[rows], parent.r[:, 1], r_sum)  # (T, M)
-        emit = torch.stack(
-            (self._frame_log_probs(tokens), self._frame_log_probs(torch.full_like(tokens, self.blank))), 1
-        )
-        # z[t] = (r_n[t], phi[t], r_b[t]): forward variables ending in the token / in a blank
-        z = torch.stack((torch.full_like(phi, LOGZERO), phi, torch.full_like(phi, LOGZERO)), dim=1)  # (T, 3, M)
-        if output_length == 0:
-            z[0, 0] = emit[0, 0]
-        for t in range(max(output_length, 1), frames):
-            # r_n[t] = (r_n[t-1] + phi[t-1]) x_t(token);  r_b[t] = (r_n[t-1] + r_b[t-1]) x_t(blank)
-            z[t, 0::2] = torch.logaddexp(z[t - 1, 0:1], z[t - 1, 1:3]) + emit[t]
-        return CTCPrefixState(z[:, 0::2].contiguous(), psi)
+        x_token = self._frame_log_probs(tokens).double()  # (T, M)
+        x_blank = self.x[:, :, self.blank].repeat_interleave(m // self.x.size(1), dim=1).double()
+        # enter[s]: the token first emitted at frame s, after the prefix complete at s - 1 (or at once, if empty);
+        # ESPnet starts the recursion at frame max(output_length, 1)
+        enter = torch.cat((phi.new_full((1, m), 0.0 if output_length == 0 else LOGZERO), phi[:-1])).double()
+        enter[1 : max(output_length, 1)] = LOGZERO
+        cum_token = torch.cumsum(x_token, dim=0)  # (T, M)
+        r_n = torch.logcumsumexp(enter - (cum_token - x_token), dim=0) + cum_token
+        cum_blank = torch.cumsum(x_blank, dim=0)
+        r_b = torch.logcumsumexp(r_n - cum_blank, dim=0)[:-1] + cum_blank[1:]
+        r_b = torch.cat((r_b.new_full((1, m), LOGZERO), r_b))
+        return CTCPrefixState(torch.stack((r_n, r_b), dim=1).float(), psi)
