@@ -27,6 +27,7 @@ from trainer.config import (
     load_config,
     to_dict,
 )
+from trainer.ctc_prefix import LOGZERO, CTCPrefixScorer
 from trainer.errors import CheckpointError, ConfigError
 from trainer.model import LipReader
 from trainer.model.decoder import TransformerDecoder
@@ -163,6 +164,40 @@ def test_scores_are_independent_of_the_search(reference) -> None:
         assert h.scores["length_bonus"] == len(h.yseq) - 1
         total = 0.8 * h.scores["decoder"] + 0.2 * h.scores["ctc"] + 0.5 * h.scores["length_bonus"]
         assert h.score == pytest.approx(total, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- CTC prefix scorer
+
+
+def brute_force_prefix_probability(logp: torch.Tensor, prefix: list[int], complete: bool) -> float:
+    """Sum of the probabilities of every frame path whose collapsed labels start with `prefix` (or equal it)."""
+    frames, vocab = logp.shape
+    total = 0.0
+    for path in itertools.product(range(vocab), repeat=frames):
+        labels = collapse(list(path))
+        if labels == prefix or (not complete and labels[: len(prefix)] == prefix):
+            total += math.exp(sum(logp[t, k].item() for t, k in enumerate(path)))
+    return math.log(total) if total > 0 else -math.inf
+
+
+@pytest.mark.parametrize("prefix", [[], [1], [2, 1], [1, 1]])
+def test_ctc_prefix_scores_equal_brute_force(prefix: list[int]) -> None:
+    """psi of every one-token extension (for eos: of the prefix as a whole) from all 4^5 frame paths."""
+    torch.manual_seed(4)
+    vocab, eos, frames = 4, 3, 5
+    logp = torch.log_softmax(torch.randn(2, 7, vocab) * 2, -1)  # utterance 1 has 5 frames, padded to 7
+    scorer = CTCPrefixScorer.from_log_probs(logp, torch.tensor([7, frames]), blank=0, eos=eos)
+    state, last = scorer.initial_state(), torch.tensor([eos, eos])
+    for i, token in enumerate(prefix):
+        psi = scorer.score(state, last, i)
+        tokens = torch.tensor([token, token])
+        state = scorer.extend(state, torch.arange(2), tokens, last, psi[torch.arange(2), tokens], i)
+        last = tokens
+    psi = scorer.score(state, last, len(prefix))[1]  # (V,) of the 5-frame utterance
+    for c in range(1, vocab):
+        want = brute_force_prefix_probability(logp[1, :frames], prefix if c == eos else [*prefix, c], c == eos)
+        assert psi[c].item() == pytest.approx(want, abs=1e-4)
+    assert psi[0].item() == LOGZERO  # blank is never a token
 
 
 # --------------------------------------------------------------------------- greedy decoders

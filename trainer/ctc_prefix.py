@@ -8,7 +8,8 @@ frames for every candidate token of every hypothesis; here the work is split in 
   psi(c) = sum_t phi(t - 1) x_t(c), needs only the hypothesis' own forward variables (phi) and the
   token's frame probabilities, so for all tokens at once it is one matrix product per utterance,
   (hypotheses x frames) @ (frames x vocabulary), in float64 with per-row and per-column scaling;
-- `extend`: the forward recursion over frames runs only for the extensions the search kept.
+- `extend`: the forward variables only for the extensions the search kept, all frames at once
+  (the recursion is linear: cumulative sums in float64, no loop over frames).
 
 The conventions are ESPnet's (a finite log-zero, padded frames as blank with probability 1, eos
 scored as the end of the sequence, blank never a token), so the scores agree to float rounding.
