@@ -36,9 +36,9 @@ EPOCHS = 2
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    """A tiny config on 24 random clips (22 train, 2 val: 6 steps an epoch) and its uninterrupted run."""
+    """A tiny config on 16 random clips (14 train, 2 val: 4 steps an epoch) and its uninterrupted run."""
     root = tmp_path_factory.mktemp("faults")
-    data = write_tiny_dataset(root / "data", clips=24)
+    data = write_tiny_dataset(root / "data", clips=16)
     overrides = [*TINY_MODEL, f"data.root={data}", "data.val_ratio=0.1", "data.test_ratio=0.0",
                  f"train.run_dir={root / 'runs'}", f"train.max_epochs={EPOCHS}", "train.train_cer_every=0",
                  "train.worst_k=1"]  # fmt: skip
