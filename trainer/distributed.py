@@ -59,9 +59,16 @@ def init_from_env(device: str = "auto") -> bool:
             )
         torch.cuda.set_device(local)
         device_id = torch.device("cuda", local)
-    dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device_id)
+    extra = {"device_id": device_id} if device_id is not None and _takes_device_id() else {}  # torch >= 2.3
+    dist.init_process_group("nccl" if use_cuda else "gloo", **extra)
     atexit.register(close)
     return True
+
+
+def _takes_device_id() -> bool:
+    import inspect
+
+    return "device_id" in inspect.signature(dist.init_process_group).parameters
 
 
 def close() -> None:
@@ -196,7 +203,8 @@ def batch_share(n: int) -> tuple[slice | list[int], int, float]:
 
     The losses are sums over the rank's clips divided by their number; weighting each by (its clips x world
     size / n) makes DDP's average of the gradients the gradient of the whole batch's loss. A rank left
-    without a clip (n below the world size) runs one stand-in clip with weight 0 to take part in the all-reduce.
+    without a clip (n below the world size) runs one stand-in clip with weight 0 to take part in the all-reduce
+    (its frames do enter the synchronised BatchNorm statistics of that step).
     """
     world, r = world_size(), rank()
     if world == 1:
