@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,14 @@ SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "reference"
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def fresh_wandb_setup():
+    """wandb reads WANDB_* variables once per process, at its first setup; each test gets a fresh one."""
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
 
 
 @pytest.fixture

@@ -283,7 +283,7 @@ def test_checkpoint_that_is_a_pickle_with_code_is_refused_and_never_run(tiny_yam
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(evil.read_bytes())
     code, output = run_cli(monkeypatch, capsys, "train", "--resume", run)
-    assert_user_error(code, output, f"{run / 'checkpoints' / 'last.pt'}: cannot be read as a lipsweep checkpoint")
+    assert_user_error(code, output, f"{run / 'checkpoints' / 'last.pt'}: refused to load")
     assert not marker.exists()  # weights_only=True: the payload never ran
 
 

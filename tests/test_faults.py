@@ -150,7 +150,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tiny_config
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(T.TrainingFailed, match=r"No space left on device.*previous checkpoint is intact.*--resume"):
         T.train(tiny_config, name="full", verbose=False)
     run = Path(tiny_config.train.run_dir) / "full"
     summary = read_summary(run)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from trainer.config import DataConfig
-from trainer.errors import DataError
+from trainer.errors import ConfigError, DataError
 from trainer.io import atomic_write_json
 from trainer.text import Tokenizer, codepoints
 
@@ -638,7 +638,7 @@ def make_batches(
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     longest = max((int(lengths[i]) for i in order), default=0)
     if longest > batch_frames:
-        raise ValueError(f"train.batch_frames={batch_frames} is below the longest clip ({longest} frames); raise it")
+        raise ConfigError(f"train.batch_frames={batch_frames} is below the longest clip ({longest} frames); raise it")
     order.sort(key=lambda i: int(lengths[i]))
     batches: list[list[int]] = []
     current: list[int] = []

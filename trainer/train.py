@@ -234,16 +234,25 @@ def _autocast(device: torch.device, precision: Precision):
 
 
 def save_checkpoint(path: Path, **state: Any) -> None:
-    atomic_torch_save(path, state)
+    """Write a checkpoint atomically; a failed write (a full disk) leaves the previous one whole."""
+    try:
+        atomic_torch_save(path, state)
+    except OSError as e:
+        raise TrainingFailed(
+            f"could not write {path} ({e.strerror or e}); the previous checkpoint is intact: free space, then --resume {path.parent.parent}"
+        ) from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot be read as a lipsweep checkpoint ({type(e).__name__}: {e})") from None
+    """A lipsweep checkpoint, read with weights_only=True; a CheckpointError naming the file otherwise."""
+    from trainer.model.pretrained import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, dict) or not {"model", "config", "epoch"} <= set(ckpt):
+        raise CheckpointError(
+            f"{path}: not a lipsweep training checkpoint (no model, config and epoch); --resume needs a run folder's last.pt"
+        )
+    return ckpt
 
 
 # --------------------------------------------------------------------------- the loop
