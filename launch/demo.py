@@ -39,24 +39,15 @@ def ensure_dataset(root: Path, clips: int, seed: int = 0) -> None:
     click.echo(f"data: {clips} clips in {time.monotonic() - started:.0f} s")
 
 
-def rank_and_export(storage: str, study: str, sweep_dir: Path, fallback_rows: list[dict], metric: str) -> Path:
-    """The ranked table and the best run's config as `<sweep folder>/best.yaml` (via the analysis package)."""
-    out = sweep_dir / "best.yaml"
-    try:
-        from analysis.export import export_best
-        from analysis.rank import format_table, rank_runs
-        from analysis.runs import load_runs
-    except ImportError as e:  # the analysis package is optional for the sweep itself
-        from launch.local_sweep import format_rows
+def rank_and_export(storage: str, study: str, sweep_dir: Path) -> tuple[Path, Path]:
+    """Print the ranking; write the best run's config as `<sweep folder>/best.yaml`; return it and the best run folder."""
+    from analysis.export import export_best
+    from analysis.rank import best_run, format_table, rank_runs
+    from analysis.runs import load_runs
 
-        click.echo(f"(analysis package unavailable: {e}; a plain ranking from the study)")
-        click.echo(format_rows(fallback_rows, metric))
-        best = next(r for r in fallback_rows if r["value"] is not None)
-        out.write_text((Path(best["run_dir"]) / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
-        return out
     table = load_runs(f"optuna://{storage}?study={study}", sweep_yaml=DEMO_SWEEP)
     click.echo(format_table(rank_runs(table), "table"), nl=False)
-    return export_best(table, out)
+    return export_best(table, sweep_dir / "best.yaml"), Path(best_run(table)["location"])
 
 
 @click.command("demo", context_settings={"ignore_unknown_options": True})
@@ -99,8 +90,12 @@ def demo_command(
     epochs = sum(r["epochs"] or 0 for r in rows)
     pruned = sum(r["state"] == "pruned" for r in rows)
     click.echo(f"\n{len(rows)} trials ({pruned} pruned), {epochs} epochs in all, {time.monotonic() - started:.0f} s")
-    best = rank_and_export(sweep.storage, study, sweep.sweep_dir, rows, spec.metric)
+    best, best_dir = rank_and_export(sweep.storage, study, sweep.sweep_dir)
+    from analysis.diagnose import diagnose
+
+    report = diagnose(best_dir, best_dir / "diagnose")
     click.echo(f"\nbest config: {best}\n  train it:   python -m launch train --config {best}")
+    click.echo(f"  diagnosis of the best run: {report}")
     click.echo(f"  the runs:   python -m launch runs rank {sweep.sweep_dir}")
     if wandb_mode == "offline":
         click.echo(f"  to W&B:     wandb sync {sweep.sweep_dir}/*/wandb/offline-run-*")
