@@ -30,10 +30,14 @@ def train_command(
     config_path: str, data_root: str | None, name: str | None, resume: Path | None, overrides: tuple[str, ...]
 ) -> None:
     """Train one run. OVERRIDES are dotted key=value pairs (optim.lr=3e-4); W&B's --key=value form works too."""
+    from launch.wandb_sweep import pruning_from_env
     from trainer.train import train
 
     extra = [f"data.root={data_root}"] if data_root else []
     cfg = load_config(config_path, [*extra, *overrides])
-    result = train(cfg, name=name, resume=resume)
+    prune = pruning_from_env()  # under `sweep agent --prune-storage`: a shared Optuna study decides
+    result = train(cfg, name=name, resume=resume, prune=prune)
+    if prune is not None:
+        prune.finish(result)
     if result.state == "failed":
         raise SystemExit(1)
