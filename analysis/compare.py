@@ -28,6 +28,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from analysis.plots import save_figure  # noqa: E402
 from analysis.rank import format_table, metric_column, rank_runs  # noqa: E402
 from analysis.report import Report  # noqa: E402
 from analysis.runs import STATES, Source, load_runs, load_study, parse_source, run_history  # noqa: E402
@@ -79,7 +80,7 @@ def overlay_curves(histories: Sequence[tuple[str, list[dict[str, Any]]]], out: P
     ax_cer.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def param_scatter(table: pd.DataFrame, param: str, column: str, out: Path) -> Path:
@@ -109,7 +110,7 @@ def param_scatter(table: pd.DataFrame, param: str, column: str, out: Path) -> Pa
     ax.set(xlabel=param, ylabel=column, title=f"{column} vs {param}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def parallel_coordinates(table: pd.DataFrame, params: Sequence[str], column: str, out: Path, top: int = 5) -> Path:
@@ -150,7 +151,7 @@ def parallel_coordinates(table: pd.DataFrame, params: Sequence[str], column: str
     ax.set_xlim(-0.2, len(axes) - 0.6)
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis_r"), ax=ax, label=column)
     ax.set_title(f"parallel coordinates (bold: top {top} by {column})")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def importance_plot(importance: Importance, out: Path) -> Path:
@@ -159,20 +160,11 @@ def importance_plot(importance: Importance, out: Path) -> Path:
     ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
     ax.set(xlabel="importance (normalised to sum to 1)", title="parameter importance")
     ax.grid(alpha=0.3, axis="x")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _short(v: float) -> str:
     return f"{v:.3g}"
-
-
-def _save(fig: Any, out: Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 # --------------------------------------------------------------------------- importance

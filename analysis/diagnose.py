@@ -29,7 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis.fonts import arabic_rc  # noqa: E402
-from analysis.plots import learning_curves  # noqa: E402
+from analysis.plots import learning_curves, save_figure  # noqa: E402
 from analysis.report import Report  # noqa: E402
 from analysis.runs import number, read_run_summary  # noqa: E402
 from trainer.config import Config, load_config  # noqa: E402
@@ -282,7 +282,7 @@ def gradient_plot(rows: Sequence[dict[str, Any]], out: Path) -> Path:
         ax_lr.plot(*zip(*lr, strict=True), marker="o", ms=3, color="tab:purple")
     ax_lr.set(xlabel="epoch", ylabel="learning rate (end of epoch)", title="learning rate")
     ax_lr.grid(alpha=0.3)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 # --------------------------------------------------------------------------- 4. CTC vs joint
@@ -388,7 +388,7 @@ def confusion_heatmap(counts: Counter, out: Path, top: int = 15) -> Path:
             title=f"token confusions: the {len(cols) - 1} most confused tokens",
         )
         fig.colorbar(image, ax=ax, shrink=0.8, label="count")
-        return _save(fig, out)
+        return save_figure(fig, out)
 
 
 def length_note(rows: Sequence[dict[str, Any]]) -> str:
@@ -666,15 +666,6 @@ def filmstrip(frames: np.ndarray, out: Path, count: int = 8, crop: int | None = 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(out, strip, cmap="gray", vmin=0, vmax=255)
-    return out
-
-
-def _save(fig: Any, out: Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 

@@ -12,6 +12,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig: Any, out: Path) -> Path:
+    """Lay out, write as PNG (folders made as needed) and close a figure."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None and "epoch" in r]
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -33,9 +43,4 @@ def learning_curves(rows: Sequence[dict[str, Any]], out: Path, title: str = "") 
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
