@@ -26,6 +26,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries a killed `atomic_write` left in `folder` (a kill -9 mid-write); returns them."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

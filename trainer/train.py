@@ -30,7 +30,7 @@ from trainer.config import Config, apply_overrides, config_from_dict, to_dict
 from trainer.data import Dataset, load_dataset, make_batches
 from trainer.device import Precision, select_device, select_precision
 from trainer.errors import CheckpointError, UserError
-from trainer.io import atomic_torch_save
+from trainer.io import atomic_torch_save, remove_stale_temporaries
 from trainer.model import LipReader, build_model, count_parameters
 from trainer.search import SearchOptions, beam_search, ctc_greedy
 from trainer.text import Tokenizer, cer, diacritic_error_rate, letter_error_rate
@@ -277,6 +277,8 @@ def train(
     if resume is not None:
         run_dir = Path(resume)
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        if distributed.is_main():
+            remove_stale_temporaries(run_dir / "checkpoints")  # what a kill -9 mid-write left
         cfg = config_from_dict(ckpt["config"])
     else:
         run_dir = distributed.broadcast_object(Path(cfg.train.run_dir) / (name or cfg.tracking.name or new_run_name()))
