@@ -134,6 +134,12 @@ class TrainConfig:
     max_bad_steps: int = opt(20, "stop as failed after this many NaN/inf losses in a row", min=1)
     num_workers: int = opt(0, "DataLoader worker processes", min=0)
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    frontend_cache: Literal["off", "auto", "on"] = opt(
+        "auto", "run a frozen frontend once and train from its stored features (auto: whenever the frontend is frozen)"
+    )
+    frontend_cache_views: int = opt(8, "augmented training views per clip in the frontend cache", min=1)
+    frontend_cache_memory: float = opt(0.5, "keep the cache on the training device when it fits in this share of free memory", min=0.0, max=1.0)
+    noise_input: bool = opt(False, "control run: Gaussian noise replaces every clip's frames (the model must not learn)")
 
 
 @dataclass
