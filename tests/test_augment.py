@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from trainer.augment import augment_batch, crop_flip, time_mask, warp_indices
+from trainer.augment import augment_batch, crop_flip, noise_frames, time_mask, warp_indices
 from trainer.config import AugmentConfig
 
 H = W = 112
@@ -189,3 +189,13 @@ def test_bad_inputs_raise():
         augment_batch(torch.zeros(1, 2, 64, 64, dtype=torch.uint8), torch.tensor([2]), cfg, train=False)
     with pytest.raises(ValueError, match="lengths"):
         augment_batch(torch.zeros(2, 2, H, W, dtype=torch.uint8), torch.tensor([2]), cfg, train=False)
+
+
+def test_noise_frames_ignore_the_input_and_keep_padding_zero():
+    x = torch.randn(3, 5, 1, 4, 4)
+    lengths = torch.tensor([5, 2, 0])
+    a = noise_frames(x, lengths, torch.Generator().manual_seed(0))
+    b = noise_frames(x * 0 + 7, lengths, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a[1, 2:].abs().sum() == 0 and a[2].abs().sum() == 0
+    assert a[0].abs().sum() > 0 and 0.5 < a[0].std() < 1.5

@@ -132,3 +132,19 @@ def test_prune_hook_stops_the_run_as_pruned(tiny_config):
     )
     assert result.state == "pruned" and len(seen) == 1 and len(read_metrics(result.run_dir)) == 1
     assert read_summary(result.run_dir)["state"] == "pruned"
+
+
+def test_noise_input_makes_the_frames_irrelevant(tiny_config, tmp_path):
+    """With train.noise_input the run is the same whatever the frames are: the control the README reports."""
+    import numpy as np
+
+    tiny_config.train.noise_input = True
+    tiny_config.train.train_cer_every = 0
+    first = _curve(T.train(tiny_config, name="noise_a", verbose=False).run_dir)
+    for clip in sorted((tmp_path / "data").glob("*.npy")):  # other frames, same labels and lengths
+        np.save(clip, 255 - np.load(clip))
+    second = _curve(T.train(tiny_config, name="noise_b", verbose=False).run_dir)
+    tiny_config.train.noise_input = False
+    real = _curve(T.train(tiny_config, name="frames", verbose=False).run_dir)
+    assert first == second
+    assert real != first  # and without the switch the frames do reach the model

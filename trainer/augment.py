@@ -134,3 +134,14 @@ def augment_batch(
         shift = torch.where(masked, (clip_mean[:, None] - cfg.mean) / cfg.std, shift)
     x = x.mul_(scale[:, :, None, None]).add_(shift[:, :, None, None])
     return x[:, :, None]  # (B, T, 1, crop, crop)
+
+
+def noise_frames(x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """The `train.noise_input` control: N(0, 1) noise shaped like the model input x (B, T, ...), 0 on padded frames.
+
+    A model fed this can only learn the label prior, so its CER stays high; if it does not, labels leak.
+    """
+    real = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
+    gen_device = generator.device if generator is not None else x.device
+    noise = torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+    return noise * real.reshape(*real.shape, *([1] * (x.ndim - 2)))

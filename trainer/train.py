@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from trainer import distributed
-from trainer.augment import augment_batch
+from trainer.augment import augment_batch, noise_frames
 from trainer.config import Config, apply_overrides, config_from_dict, to_dict
 from trainer.data import Dataset, load_dataset, make_batches
 from trainer.device import Precision, select_device, select_precision
@@ -175,9 +175,12 @@ def evaluate(
     n_clips = 0
     rows: list[dict[str, Any]] = []
     autocast = _autocast(device, precision)
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.train.seed) if cfg.train.noise_input else None
     for batch_idx in make_batches(data.lengths, indices, batch_size=cfg.decode.batch_size, shuffle=False):
         batch = data.collate(batch_idx).to(device)
         x = augment_batch(batch.video, batch.lengths, cfg.augment, train=False)  # (B, T, 1, crop, crop)
+        if cfg.train.noise_input:
+            x = noise_frames(x, batch.lengths, noise_gen)
         with autocast:
             enc, enc_lengths = model.encode(x, batch.lengths)  # (B, T, D)
             if losses:
@@ -412,6 +415,8 @@ def train(
                 for b, batch_idx in enumerate(batches[start_batch:], start=start_batch):
                     batch = data.collate(batch_idx).to(device)
                     x = augment_batch(batch.video, batch.lengths, cfg.augment, train=True, generator=gen)
+                    if cfg.train.noise_input:
+                        x = noise_frames(x, batch.lengths, gen)  # (B, T, 1, crop, crop)
                     rows, n_clips, weight = distributed.batch_share(len(batch.ids))  # this rank's rows of the batch
                     steps_here = not ((b + 1) % cfg.train.accumulate and b + 1 < len(batches))
                     x, lengths, targets = x[rows], batch.lengths[rows], batch.targets[rows]
