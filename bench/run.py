@@ -5,6 +5,7 @@
     python -m bench --full                       # each benchmark's own default settings (slow on a CPU)
     python -m bench --device cuda                # the GPU rows (model in fp32, fp16 and bf16)
     python -m bench --readme                     # also replace the table between the bench markers in README.md
+    python -m bench --auto-avsr DIR              # time ESPnet's own beam search (an auto_avsr checkout) beside ours
 
 Each benchmark is its own script in bench/ (with its own --help); this runs them one after another as
 subprocesses (never two at once: they would time each other), reads their output and writes
@@ -144,8 +145,9 @@ def parse_sweep(out: str, scratch: Path) -> list[Row]:
     return rows
 
 
-def benchmarks(scratch: Path, device: str, threads: int) -> list[Benchmark]:
+def benchmarks(scratch: Path, device: str, threads: int, auto_avsr: Path | None = None) -> list[Benchmark]:
     common = ["--threads", str(threads)]
+    espnet = ["--auto-avsr", str(auto_avsr)] if auto_avsr else []  # ESPnet's own search timed beside ours
     synthetic = scratch / "synthetic"
     dtypes = ["fp32", "fp16", "bf16"] if device.startswith("cuda") else ["fp32"]
     return [
@@ -166,8 +168,19 @@ def benchmarks(scratch: Path, device: str, threads: int) -> list[Benchmark]:
         Benchmark(
             "search",
             "search.py",
-            ["--models", "small,base", "--utterances", "8", "--batch-sizes", "1,8", "--device", device, *common],
-            ["--device", device, *common],
+            [
+                "--models",
+                "small,base",
+                "--utterances",
+                "8",
+                "--batch-sizes",
+                "1,8",
+                "--device",
+                device,
+                *espnet,
+                *common,
+            ],
+            ["--device", device, *espnet, *common],
             parse_search,
         ),  # fmt: skip
         Benchmark(
@@ -304,11 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one benchmark may take")
     parser.add_argument("--output", type=Path, default=BENCH / "RESULTS.md")
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md between its markers")
+    parser.add_argument("--auto-avsr", type=Path, default=None, help="an auto_avsr checkout: time ESPnet's search too")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="lipsweep-bench-") as tmp:
         scratch = Path(tmp)
-        chosen = benchmarks(scratch, args.device, args.threads)
+        chosen = benchmarks(scratch, args.device, args.threads, args.auto_avsr)
         if args.only:
             names = [n.strip() for n in args.only.split(",") if n.strip()]
             unknown = sorted(set(names) - {b.name for b in chosen})

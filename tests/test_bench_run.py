@@ -148,3 +148,12 @@ def test_python_dash_m_bench_help():
 
     done = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and "python -m bench --only data,model" in done.stdout
+
+
+def test_auto_avsr_checkout_reaches_the_search_benchmark_only(tmp_path):
+    with_espnet = {b.name: b for b in bench_run.benchmarks(tmp_path, "cpu", 2, auto_avsr=Path("/ckpt/auto_avsr"))}
+    without = {b.name: b for b in bench_run.benchmarks(tmp_path, "cpu", 2)}
+    for args in (with_espnet["search"].small, with_espnet["search"].full):
+        assert args[args.index("--auto-avsr") + 1] == "/ckpt/auto_avsr"
+    assert "--auto-avsr" not in without["search"].small
+    assert all("--auto-avsr" not in b.small for name, b in with_espnet.items() if name != "search")
