@@ -7,7 +7,10 @@ processes here, and workers on other machines, share it. Each trial is a normal 
 run folder `<train.run_dir>/<study>/<study>-tNNN`, its W&B run in the sweep's group when
 tracking is on) that reports the metric after each validation for pruning; the run folder
 and final metrics are kept as trial attributes. With an RDB storage a heartbeat marks the
-trial of a dead worker failed, and a retry of it (resuming its run folder) is queued.
+trial of a dead worker failed, and a retry of it (resuming its run folder) is queued; a trial
+stopped by SIGTERM/SIGINT or the time budget is queued again the same way (it resumes where it
+stopped). Worker k of K runs on GPU k mod (visible GPUs) when `train.device` is auto or cuda.
+A `metrics:` sweep (several objectives) runs as Optuna's multi-objective study, without pruning.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import time
 import warnings
 from collections.abc import Callable
@@ -58,6 +62,8 @@ class LocalSweep:
     heartbeat: int = 60
     max_retry: int = 2
     verbose: bool = True
+    device: str = "auto"  # train.device of the base config: worker k takes GPU k mod n when it is auto or cuda
+    notes: list[str] = field(default_factory=list)  # what `prepare` changed, for the user (pruning off, ...)
 
 
 # --------------------------------------------------------------------------- storage, sampler, pruner
@@ -67,8 +73,36 @@ def is_journal(storage: str) -> bool:
     return storage.startswith("journal:") or ("://" not in storage and storage.endswith((".log", ".journal")))
 
 
+# Two processes opening a new SQLite study at the same moment race in Optuna's schema creation
+# (`UNIQUE constraint failed: alembic_version`, `table ... already exists`, `database is locked`):
+# the loser retries after a short, jittered back-off and then finds the schema made.
+OPEN_ATTEMPTS = 8
+
+
+def with_retry(what: str, make: Callable[[], Any], attempts: int | None = None) -> Any:
+    """`make()`, retried with back-off (0.05 s doubling, jittered) on the database errors of a concurrent creation."""
+    import sqlalchemy.exc
+
+    attempts = attempts or OPEN_ATTEMPTS
+
+    retried = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError, optuna.exceptions.StorageInternalError)
+    for attempt in range(attempts):
+        try:
+            return make()
+        except retried as e:
+            if attempt == attempts - 1:
+                raise ConfigError(
+                    f"{what}: still failing after {attempts} attempts ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                    "is another program holding the database?"
+                ) from e
+            time.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
 def make_storage(storage: str, heartbeat: int = 60, max_retry: int = 2) -> optuna.storages.BaseStorage:
-    """An RDB storage (any SQLAlchemy URL) with heartbeat and retry (heartbeat > 0), or a journal file (`journal:PATH`, *.log)."""
+    """An RDB storage (any SQLAlchemy URL) with heartbeat and retry (heartbeat > 0), or a journal file (`journal:PATH`, *.log).
+
+    Creating the schema is retried (see `with_retry`): workers started together may all find a new database."""
     if is_journal(storage):
         from optuna.storages.journal import JournalFileBackend
 
@@ -98,23 +132,29 @@ def make_storage(storage: str, heartbeat: int = 60, max_retry: int = 2) -> optun
             else:
                 callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
         retry = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat, **callback}
-    try:
+
+    def rdb() -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs, **retry)
+
+    try:
+        return with_retry(f"--storage {storage}", rdb)
     except ImportError as e:
         raise ConfigError(f"--storage {storage}: {e} (for PostgreSQL: pip install psycopg2-binary)") from None
 
 
 def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
-    """grid -> GridSampler, random -> RandomSampler, bayes -> TPESampler, all seeded."""
+    """grid -> GridSampler, random -> RandomSampler, bayes -> TPESampler, all seeded.
+
+    custom (a scheduler sweep written as such) -> TPESampler, which also handles several objectives."""
     if spec.method == "grid":
         return optuna.samplers.GridSampler(grid_space(spec.distributions()), seed=seed)
     if spec.method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if spec.method == "bayes":
+    if spec.method in ("bayes", "custom"):
         return optuna.samplers.TPESampler(seed=seed)
-    raise ConfigError(f"method: {spec.method}: `sweep local` runs grid, random and bayes sweeps")
+    raise ConfigError(f"method: {spec.method}: `sweep local` runs grid, random, bayes and custom sweeps")
 
 
 def hyperband_from_early_terminate(et: dict[str, Any], max_epochs: int) -> dict[str, Any]:
@@ -199,14 +239,18 @@ def trial_budget(spec: SweepSpec, trials: int | None) -> int:
 def open_study(sweep: LocalSweep, worker: int = 0) -> optuna.Study:
     """Create the study or join it (several workers, several machines)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    return optuna.create_study(
-        study_name=sweep.study,
-        storage=make_storage(sweep.storage, sweep.heartbeat, sweep.max_retry),
-        # grid: one seed for all (trial n takes point n of one shuffled grid); else one seed a worker
-        sampler=make_sampler(sweep.spec, sweep.seed + (0 if sweep.spec.method == "grid" else worker)),
-        pruner=make_pruner(sweep.pruner),
-        direction=sweep.spec.direction,
-        load_if_exists=True,
+    storage = make_storage(sweep.storage, sweep.heartbeat, sweep.max_retry)
+    return with_retry(
+        f"study {sweep.study} on {sweep.storage}",
+        lambda: optuna.create_study(
+            study_name=sweep.study,
+            storage=storage,
+            # grid: one seed for all (trial n takes point n of one shuffled grid); else one seed a worker
+            sampler=make_sampler(sweep.spec, sweep.seed + (0 if sweep.spec.method == "grid" else worker)),
+            pruner=make_pruner(sweep.pruner),
+            directions=sweep.spec.directions,
+            load_if_exists=True,
+        ),
     )
 
 
@@ -225,11 +269,29 @@ def suggest(trial: optuna.Trial, key: str, dist: Any) -> Any:
     raise ValueError(f"{key}: unsupported distribution {dist!r}")
 
 
+def _finite(row: dict[str, Any], metric: str) -> bool:
+    v = row.get(metric)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def best_value(rows: list[dict[str, Any]], metric: str, direction: str) -> float | None:
-    values = [float(r[metric]) for r in rows if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
+    values = [float(r[metric]) for r in rows if _finite(r, metric)]
     if not values:
         return None
     return min(values) if direction == "minimize" else max(values)
+
+
+def objective_values(rows: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> list[float] | None:
+    """Several objectives: their values at the epoch where the first one is best (the run's best checkpoint).
+
+    None when no epoch logged them all."""
+    first, goal = objectives[0]
+    complete = [r for r in rows if all(_finite(r, name) for name, _ in objectives)]
+    if not complete:
+        return None
+    pick = min if goal == "minimize" else max
+    best = pick(complete, key=lambda r: float(r[first]))  # the first of equal values
+    return [float(best[name]) for name, _ in objectives]
 
 
 def _final_metrics(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -307,7 +369,7 @@ class Objective:
             cfg.tracking.tags = [*cfg.tracking.tags, f"sweep:{sweep.study}"]
         metric = sweep.spec.metric
 
-        def prune(epoch: int, metrics: dict[str, float]) -> bool:
+        def prune(epoch: int, metrics: dict[str, float]) -> bool:  # Optuna prunes single-objective studies only
             value = metrics.get(metric)
             if value is None or not math.isfinite(value):
                 return False
@@ -318,7 +380,13 @@ class Objective:
         if train_fn is None:
             from trainer.train import train as train_fn
         try:
-            result = train_fn(cfg, name=None if resume else name, resume=resume, prune=prune, verbose=sweep.verbose)
+            result = train_fn(
+                cfg,
+                name=None if resume else name,
+                resume=resume,
+                prune=None if sweep.spec.multi_objective else prune,
+                verbose=sweep.verbose,
+            )
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # the run failed (its folder says why); the sweep goes on
@@ -328,27 +396,41 @@ class Objective:
             raise TrialFailed(str(e)) from e
         return self._finish(trial, Path(result.run_dir), result.state, result.summary, started)
 
-    def _finish(self, trial: optuna.Trial, run_dir: Path, state: str, summary: dict[str, Any], started: float) -> float:
+    def _finish(
+        self, trial: optuna.Trial, run_dir: Path, state: str, summary: dict[str, Any], started: float
+    ) -> float | list[float]:
         from trainer.tracking import read_metrics
 
-        metric, direction = self.sweep.spec.metric, self.sweep.spec.direction
+        spec = self.sweep.spec
         final = _final_metrics(run_dir, summary)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("state", state)
         trial.set_user_attr("metrics", final)
         if summary.get("reason"):
             trial.set_user_attr("reason", summary["reason"])
-        value = best_value(read_metrics(run_dir), metric, direction)
+        rows = read_metrics(run_dir)
+        if spec.multi_objective:
+            values = objective_values(rows, spec.objectives)
+            value: float | list[float] | None = values
+            shown = (
+                ", ".join(f"{n} {v:.4g}" for (n, _), v in zip(spec.objectives, values, strict=True))
+                if values is not None
+                else "not every metric of " + ", ".join(n for n, _ in spec.objectives)
+            )
+        else:
+            value = best_value(rows, spec.metric, spec.direction)
+            shown = f"{spec.metric} {value:.4f}" if value is not None else f"no {spec.metric}"
         took = time.monotonic() - started
-        shown = f"{metric} {value:.4f}" if value is not None else f"no {metric}"
         self.say(f"trial {trial.number} {state}: {shown} after {final.get('epochs', '?')} epoch(s), {took:.0f} s")
         if state == "pruned":
             raise optuna.TrialPruned(f"pruned after epoch {final.get('epochs')}")
-        if state == "stopped":  # SIGTERM/SIGINT or the time budget: stop this worker; `--resume` continues the run
+        if state == "stopped":  # SIGTERM/SIGINT or the time budget: queue it again (it resumes), stop this worker
             self.stop = True
+            requeue_stopped(trial)
+            self.say(f"trial {trial.number} stopped ({summary.get('reason') or 'stopped'}); queued to resume {run_dir}")
             raise TrialFailed(summary.get("reason") or "stopped")
         if state != "finished" or value is None:
-            raise TrialFailed(summary.get("reason") or f"the run logged no {metric}")
+            raise TrialFailed(summary.get("reason") or f"the run logged no {spec.metric}")
         return value
 
     def _decode_trial(self, trial: optuna.Trial, params: dict[str, Any], run_dir: Path, started: float) -> float:
@@ -423,6 +505,23 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
+def requeue_stopped(trial: optuna.Trial) -> None:
+    """Queue a stopped trial again, as the heartbeat retry queues a dead worker's: same parameters, same run folder.
+
+    Its retry resumes the run from `last.pt` (see `Objective`); a stop is the user's, so there is no retry limit."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    history = [*frozen.system_attrs.get("retry_history", []), trial.number]
+    trial.study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            user_attrs={"run_dir": frozen.user_attrs.get("run_dir", ""), "requeued": "stopped"},
+            system_attrs={"failed_trial": history[0], "retry_history": history},  # Optuna's retry attributes
+        )
+    )
+
+
 def retried_from(t: optuna.trial.FrozenTrial) -> int | None:
     """The number of the dead worker's trial this one retries (None if it is not a retry)."""
     with warnings.catch_warnings():
@@ -460,7 +559,26 @@ def run_worker(sweep: LocalSweep, worker: int = 0, train_fn: TrainFn | None = No
     return ran
 
 
-def _worker_main(sweep: LocalSweep, worker: int, train_fn: TrainFn | None, threads: int) -> None:
+def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES' entries when set, else 0..N-1 as torch counts them."""
+    env = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_env(worker: int, device: str, gpus: list[str]) -> dict[str, str]:
+    """Environment for worker k: CUDA_VISIBLE_DEVICES=gpus[k mod n] when train.device is auto or cuda (so its
+    `cuda`/`cuda:0` is that GPU); nothing for cpu, an explicit cuda:N, or no GPU."""
+    if device not in ("auto", "cuda") or not gpus:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": gpus[worker % len(gpus)]}
+
+
+def _worker_main(sweep: LocalSweep, worker: int, train_fn: TrainFn | None, threads: int, env: dict[str, str]) -> None:
+    os.environ.update(env)  # before anything initialises CUDA in this process
     import torch
 
     torch.set_num_threads(threads)
@@ -474,9 +592,18 @@ def run_workers(sweep: LocalSweep, workers: int, train_fn: TrainFn | None = None
         run_worker(sweep, 0, train_fn)
         return [0]
     threads = max(1, (os.cpu_count() or 1) // workers)
+    gpus = visible_gpus() if sweep.device in ("auto", "cuda") else []
+    envs = [worker_env(i, sweep.device, gpus) for i in range(workers)]
+    if gpus:
+        print(
+            f"[{sweep.study}] "
+            + ", ".join(f"worker {i} on GPU {e['CUDA_VISIBLE_DEVICES']}" for i, e in enumerate(envs)),
+            flush=True,
+        )
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker_main, args=(sweep, i, train_fn, threads), name=f"worker{i}") for i in range(workers)
+        ctx.Process(target=_worker_main, args=(sweep, i, train_fn, threads, envs[i]), name=f"worker{i}")
+        for i in range(workers)
     ]
     for p in procs:
         p.start()
@@ -511,8 +638,15 @@ def prepare(
     verbose: bool = True,
 ) -> LocalSweep:
     """Resolve a validated sweep into what the workers run: study name, storage, budget, pruner, sweep folder."""
-    if spec.method not in ("grid", "random", "bayes"):
-        raise ConfigError(f"{spec.path}: method {spec.method}: `sweep local` runs grid, random and bayes sweeps")
+    if spec.method not in ("grid", "random", "bayes", "custom"):
+        raise ConfigError(
+            f"{spec.path}: method {spec.method}: `sweep local` runs grid, random, bayes and custom sweeps"
+        )
+    if (spec.raw.get("scheduler") or {}).get("search_space"):
+        raise ConfigError(
+            f"{spec.path}: scheduler.search_space: `sweep local` samples the YAML's parameters; a search_space "
+            "function is used only by W&B's scheduler (drop it, or run the sweep with `sweep scheduler`)"
+        )
     if checkpoint:
         from trainer.train import load_checkpoint
 
@@ -524,38 +658,56 @@ def prepare(
     name = study or spec.name
     sweep_dir = Path(base.train.run_dir) / name
     block = resolve_pruner(spec, pruner, pruner_options, base.train.max_epochs)
+    notes = []
+    if spec.multi_objective and block["type"] != "none":
+        notes.append(
+            f"pruning off: the {block['type']} pruner compares one metric across trials, and this sweep has "
+            f"{len(spec.objectives)} objectives ({', '.join(n for n, _ in spec.objectives)}); Optuna prunes "
+            "single-objective studies only"
+        )
+        block = {"type": "none"}
     return LocalSweep(
         spec=spec, study=name, storage=storage or default_storage(sweep_dir), sweep_dir=sweep_dir,
         budget=trial_budget(spec, trials), pruner=block, overrides=list(overrides), seed=seed,
         checkpoint=checkpoint, heartbeat=heartbeat, max_retry=max_retry, verbose=verbose,
+        device=base.train.device, notes=notes,
     )  # fmt: skip
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row a trial (skipped ones left out), best first: number, state, value, epochs, params, run folder."""
     rows = []
+    pareto = {t.number for t in study.best_trials} if len(study.directions) > 1 else set()
     for t in study.get_trials(deepcopy=False):
         if "skipped" in t.user_attrs:
             continue
         metrics = t.user_attrs.get("metrics", {})
         rows.append({
-            "trial": t.number, "state": t.state.name.lower(), "value": t.value,
+            "trial": t.number, "state": t.state.name.lower(), "value": t.values[0] if t.values else None,
+            "values": list(t.values) if t.values else None, "pareto": t.number in pareto,
             "epochs": metrics.get("epochs"), "params": dict(t.params), "run_dir": t.user_attrs.get("run_dir", ""),
             "retry_of": retried_from(t),
         })  # fmt: skip
-    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
     rows.sort(key=lambda r: (r["value"] is None, sign * r["value"] if r["value"] is not None else 0, r["trial"]))
     return rows
 
 
-def format_rows(rows: list[dict[str, Any]], metric: str) -> str:
-    lines = [f"{'rank':>4}  {'trial':>5}  {'state':<9}  {metric:>10}  {'epochs':>6}  params"]
+def format_rows(rows: list[dict[str, Any]], metric: str | list[str]) -> str:
+    """The trials as a table, best first; with several metrics, `*` marks the Pareto-optimal trials."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    multi = len(metrics) > 1
+    head = "".join(f"  {m:>12}" for m in metrics)
+    lines = [
+        f"{'rank':>4}  {'trial':>5}  {'state':<9}{head}  {'epochs':>6}  " + ("pareto  " if multi else "") + "params"
+    ]
     for i, r in enumerate(rows, 1):
-        value = f"{r['value']:.4f}" if r["value"] is not None else "-"
+        values = r.get("values") or ([r["value"]] if r["value"] is not None else None)
+        cells = "".join(f"  {v:>12.4f}" for v in values) if values else "".join(f"  {'-':>12}" for _ in metrics)
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-        lines.append(
-            f"{i:>4}  {r['trial']:>5}  {r['state']:<9}  {value:>10}  {r['epochs'] if r['epochs'] is not None else '-':>6}  {params}"
-        )
+        mark = ("*" if r.get("pareto") else "").ljust(6) + "  " if multi else ""
+        epochs = r["epochs"] if r["epochs"] is not None else "-"
+        lines.append(f"{i:>4}  {r['trial']:>5}  {r['state']:<9}{cells}  {epochs:>6}  {mark}{params}")
     return "\n".join(lines)
 
 

@@ -91,6 +91,7 @@ PRUNERS: dict[str, dict[str, tuple[type, float | None, bool]]] = {
     },  # fmt: skip
     "patient": {"patience": (int, 0, True), "min_delta": (float, 0.0, False), **_STARTUP},
 }
+ROOT = Path(__file__).resolve().parents[1]  # the project root
 GRID_LIMIT = 10_000  # grids larger than this are refused: nobody runs them, and enumerating them is slow
 
 
@@ -119,17 +120,39 @@ class SweepSpec:
         return str(self.raw.get("method", ""))
 
     @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """[(metric name, goal)]: the `metrics:` list, else the one `metric:` (val/cer, minimize by default)."""
+        metrics = self.raw.get("metrics")
+        if not isinstance(metrics, list) or not metrics:
+            metrics = [self.raw.get("metric") or {}]
+        return [
+            (str(m.get("name", "val/cer")), "maximize" if m.get("goal") == "maximize" else "minimize")
+            for m in metrics
+            if isinstance(m, dict)
+        ]
+
+    @property
     def metric(self) -> str:
-        return str((self.raw.get("metric") or {}).get("name", "val/cer"))
+        """The (first) metric's name."""
+        return self.objectives[0][0]
 
     @property
     def goal(self) -> str:
-        return str((self.raw.get("metric") or {}).get("goal", "minimize"))
+        return self.objectives[0][1]
 
     @property
     def direction(self) -> str:
-        """Optuna's study direction for the metric's goal."""
-        return "maximize" if self.goal == "maximize" else "minimize"
+        """Optuna's study direction for the (first) metric's goal."""
+        return self.goal
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna's study directions, one per objective (as wandb's `sweep_directions`)."""
+        return [goal for _, goal in self.objectives]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def parameters(self) -> dict[str, dict[str, Any]]:
@@ -343,6 +366,50 @@ def _check_scheduler(raw: dict[str, Any], out: list[str]) -> None:
         out.append("scheduler.engine: wandb needs method grid, random or bayes")
     if "early_terminate" in raw:
         out.append("early_terminate: cannot be used beside scheduler (the scheduler's pruner stops runs)")
+    if isinstance(sched.get("source"), str):
+        out.extend(check_scheduler_source(sched))
+
+
+def check_scheduler_source(sched: dict[str, Any]) -> list[str]:
+    """`scheduler.source` exists (relative to where the scheduler runs: here) and defines `optimizer` and
+    `search_space` as wandb's scheduler calls them: optimizer(SweepInfo), search_space(optuna.Trial) -> dict."""
+    import inspect
+
+    source = sched["source"]
+    if not Path(source).is_file() and (ROOT / source).is_file():  # `sweep scheduler` finds it from anywhere
+        source = str(ROOT / source)
+    if not Path(source).is_file():
+        return [
+            f"scheduler.source: {source} not found (from {Path.cwd()}); wandb's scheduler imports it from the folder it runs in"
+        ]
+    from wandb.sdk.sweeps.scheduler.client import load_source_object
+    from wandb.sdk.sweeps.sweep_info import SweepInfo
+
+    out: list[str] = []
+    for field in ("optimizer", "search_space"):
+        name = sched.get(field)
+        if not isinstance(name, str):
+            continue
+        try:
+            obj = load_source_object(source, name)
+        except ValueError as e:
+            out.append(f"scheduler.{field}: {e}")
+            continue
+        except Exception as e:  # the file itself fails to import: the scheduler would fail the same way
+            out.append(f"scheduler.source: importing {source} fails: {type(e).__name__}: {e}")
+            return out
+        if not callable(obj):
+            out.append(f"scheduler.{field}: {name!r} in {source} is {type(obj).__name__}, not a function")
+            continue
+        probe: Any = SweepInfo("id", "name", "entity", "project", {}, "") if field == "optimizer" else object()
+        try:
+            inspect.signature(obj).bind(probe)
+        except TypeError:
+            what = "one SweepInfo argument" if field == "optimizer" else "one optuna.Trial argument"
+            out.append(
+                f"scheduler.{field}: {name!r} in {source} cannot be called with {what}, as wandb's scheduler calls it"
+            )
+    return out
 
 
 def _check_early_terminate(et: Any, out: list[str]) -> None:
@@ -707,11 +774,18 @@ def describe(spec: SweepSpec) -> str:
     """One line: method, parameters, grid size or run cap, base config, pruner."""
     dists = spec.distributions()
     parts = [f"method {spec.method}", f"{len(dists)} parameter(s)", f"metric {spec.metric} ({spec.goal})"]
+    if spec.multi_objective:
+        parts[2] = "metrics " + ", ".join(f"{name} ({goal})" for name, goal in spec.objectives)
     if spec.method == "grid":
         parts.append(f"grid of {grid_size(grid_space(dists))} point(s)")
     if spec.run_cap:
         parts.append(f"run_cap {spec.run_cap}")
     parts.append(f"base config {spec.base_config}")
+    if spec.raw.get("scheduler"):
+        sched = spec.raw["scheduler"]
+        parts.append(
+            f"scheduler {sched.get('engine')}" + (f" ({sched['optimizer']})" if sched.get("optimizer") else "")
+        )
     if spec.pruner:
         parts.append(f"pruner {spec.pruner.get('type')}")
     elif spec.early_terminate:

@@ -87,6 +87,8 @@ def write_sweep(tmp_path: Path, parameters: dict, **top) -> SweepSpec:
         "command": COMMAND,
         **top,
     }
+    if "metrics" in top:  # several objectives replace the one metric
+        del raw["metric"]
     path = tmp_path / f"{top.get('name', 'sw')}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_sweep(path)
@@ -320,3 +322,271 @@ def test_real_tiny_sweep_then_a_decoding_sweep_on_its_best_checkpoint(tiny_confi
         )
         assert not (run_dir / "checkpoints").exists()  # evaluated, not trained
     assert {t.params["decode.beam_size"]: t.value for t in dec.get_trials()}[2] <= summary["val/cer_best"] + 1.0
+
+
+# --------------------------------------------------------------------------- #8: concurrent creation, GPUs per worker, stopped trials
+
+
+def _open_at_once(sweep, start, results) -> None:
+    start.wait()
+    try:
+        open_study(sweep)
+        results.put("ok")
+    except Exception as e:  # reported to the test, which asserts on it
+        results.put(f"{type(e).__name__}: {e}")
+
+
+@pytest.mark.slow
+def test_two_processes_creating_one_new_sqlite_study_at_the_same_moment_both_succeed(tmp_path):
+    """Optuna's schema creation races (UNIQUE constraint failed: alembic_version); both must get the study."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(3):  # unretried, about half the rounds fail
+        spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2]}}, name=f"race{round_}")
+        sweep = prepare(spec, overrides=overrides(tmp_path), heartbeat=1, verbose=False)
+        start, results = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(sweep, start, results)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        start.set()
+        for p in procs:
+            p.join(60)
+        assert [results.get(timeout=5) for _ in procs] == ["ok", "ok"]
+        assert [p.exitcode for p in procs] == [0, 0]
+        assert optuna.study.get_all_study_names(sweep.storage) == [f"race{round_}"]
+
+
+def test_with_retry_backs_off_then_names_the_database_when_it_keeps_failing():
+    import sqlalchemy.exc
+
+    from launch.local_sweep import with_retry
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+        return "storage"
+
+    assert with_retry("x", flaky) == "storage" and len(calls) == 3
+
+    def broken():
+        raise sqlalchemy.exc.OperationalError("CREATE", {}, Exception("database is locked"))
+
+    with pytest.raises(ConfigError, match="--storage sqlite:///a.db: still failing after 2 attempts"):
+        with_retry("--storage sqlite:///a.db", broken, attempts=2)
+
+
+@pytest.mark.parametrize(
+    "device, gpus, expected",
+    [
+        ("auto", ["0", "1"], ["0", "1", "0", "1", "0"]),
+        ("cuda", ["0", "1", "2"], ["0", "1", "2", "0", "1"]),
+        ("auto", ["3", "5"], ["3", "5", "3", "5", "3"]),  # CUDA_VISIBLE_DEVICES=3,5 set by the user
+        ("auto", [], [None] * 5),  # no GPU: nothing set
+        ("cpu", ["0", "1"], [None] * 5),
+        ("cuda:1", ["0", "1"], [None] * 5),  # an explicit GPU is the user's choice
+    ],
+)
+def test_worker_k_gets_gpu_k_mod_n(device, gpus, expected):
+    from launch.local_sweep import worker_env
+
+    got = [worker_env(k, device, gpus).get("CUDA_VISIBLE_DEVICES") for k in range(5)]
+    assert got == expected
+
+
+def test_visible_gpus_follow_cuda_visible_devices():
+    from launch.local_sweep import visible_gpus
+
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+
+
+def _report_gpu_worker(sweep, worker, train_fn, threads, env, out) -> None:
+    from launch.local_sweep import _worker_main
+
+    _worker_main(sweep, worker, train_fn, threads, env)
+    out.put((worker, os.environ.get("CUDA_VISIBLE_DEVICES")))
+
+
+def test_run_workers_pins_each_worker_before_it_starts(tmp_path, monkeypatch):
+    """Through the real spawn path: each worker process sees only its GPU (faked visible GPUs, no CUDA needed)."""
+    import launch.local_sweep as L
+
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2, 1e-4]}}, name="gpus")
+    sweep = prepare(spec, overrides=overrides(tmp_path, 1), heartbeat=0, verbose=False)
+    assert sweep.device == "auto"
+    monkeypatch.setattr(L, "visible_gpus", lambda environ=None: ["4", "7"])
+    seen = []
+
+    class FakeProcess:
+        def __init__(self, target, args, name):
+            self.args = args
+            self.exitcode = 0
+
+        def start(self):
+            seen.append(self.args[4])
+
+        def join(self):
+            pass
+
+    class FakeContext:
+        Process = FakeProcess
+
+    monkeypatch.setattr(L.multiprocessing, "get_context", lambda kind: FakeContext())
+    L.run_workers(sweep, 3, fake_train)
+    assert seen == [{"CUDA_VISIBLE_DEVICES": "4"}, {"CUDA_VISIBLE_DEVICES": "7"}, {"CUDA_VISIBLE_DEVICES": "4"}]
+
+
+def stop_once_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
+    """The first run of a trial is stopped after epoch 1 (SIGTERM); its resumed run finishes."""
+    from trainer.train import RunResult
+
+    if resume is None and cfg.optim.lr == 1e-2:
+        run_dir = Path(cfg.train.run_dir) / name
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints" / "last.pt").write_bytes(b"fake")
+        save_config(cfg, run_dir / "config.yaml")
+        row = {"epoch": 1, "val/cer": 0.9}
+        (run_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+        summary = {"state": "stopped", "reason": "received SIGTERM", "epochs": 1}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        return RunResult(run_dir, "stopped", summary)
+    return fake_train(cfg, name=name, resume=resume, prune=prune, verbose=verbose)
+
+
+def test_a_stopped_trial_is_queued_again_and_resumes_its_run_folder(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2, 1e-4]}}, name="stop")
+    sweep = prepare(spec, overrides=overrides(tmp_path, 2), heartbeat=0, verbose=False)
+    study = open_study(sweep)
+    for lr in (1e-2, 1e-3, 1e-4):
+        study.enqueue_trial({"optim.lr": lr})
+    assert run_worker(sweep, 0, stop_once_train) == 1  # the stop ends this worker
+    stopped = study.get_trials()[0]
+    assert stopped.state == optuna.trial.TrialState.FAIL and stopped.user_attrs["state"] == "stopped"
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.params for t in waiting if t.system_attrs.get("failed_trial") == 0] == [{"optim.lr": 1e-2}]
+
+    run_worker(sweep, 0, stop_once_train)  # `sweep local` again: the stopped trial comes back first
+    trials = study.get_trials()
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == {"optim.lr": 1e-2}
+    assert retry.user_attrs["run_dir"] == stopped.user_attrs["run_dir"]
+    assert json.loads((Path(retry.user_attrs["run_dir"]) / "summary.json").read_text())["resumed"] is True
+    assert sorted(t.params["optim.lr"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE) == [
+        1e-4,
+        1e-3,
+        1e-2,
+    ]
+    assert len(trials) == 4  # 3 points + the one retry: the budget counts the stopped trial once
+    assert {r["trial"]: r["retry_of"] for r in trial_rows(study)}[retry.number] == 0
+
+
+# --------------------------------------------------------------------------- one mapping: what a local trial samples is wandb's
+
+
+@pytest.mark.parametrize(
+    "key, spec",
+    [
+        ("model.adapter", {"values": ["none", "linear", "mlp"]}),
+        ("model.adapter", {"distribution": "categorical", "values": ["none", "mlp"]}),
+        ("decode.beam_size", {"value": 5}),
+        ("decode.beam_size", {"distribution": "constant", "value": 3}),
+        ("model.encoder.layers", {"distribution": "int_uniform", "min": 1, "max": 4}),
+        ("decode.beam_size", {"min": 1, "max": 8}),
+        ("model.dropout", {"distribution": "uniform", "min": 0.0, "max": 0.5}),
+        ("model.ctc_weight", {"min": 0.1, "max": 0.9}),
+        ("optim.lr", {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2}),
+        ("augment.time_mask_window", {"distribution": "q_uniform", "min": 0, "max": 20, "q": 5}),
+        ("decode.ctc_weight", {"distribution": "q_uniform", "min": 0.0, "max": 0.6, "q": 0.1}),
+        ("decode.beam_size", {"distribution": "q_log_uniform_values", "min": 1, "max": 64}),
+        ("optim.weight_decay", {"distribution": "q_log_uniform_values", "min": 1e-4, "max": 1e-1, "q": 0.5}),
+    ],
+    ids=lambda v: v.get("distribution", "/".join(v)) if isinstance(v, dict) else v,
+)
+def test_a_local_trial_samples_from_exactly_wandbs_distribution(key, spec):
+    """The Objective's sampling path (spec.distributions + suggest) records wandb's distribution for the trial."""
+    from wandb.sdk.sweeps.scheduler.optuna import sweep_parameter_to_distribution
+
+    from launch.local_sweep import suggest
+
+    expected = sweep_parameter_to_distribution(spec)
+    dist = SweepSpec({"parameters": {key: spec}}).distributions()[key]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        value = suggest(trial, key, dist)
+        study.tell(trial, 0.0)
+        frozen = study.trials[-1]
+        assert frozen.distributions == {key: expected}
+        assert frozen.params == {key: value} and expected._contains(expected.to_internal_repr(value))
+
+
+def test_a_local_sweep_records_wandbs_distributions_for_every_parameter(tmp_path):
+    from wandb.sdk.sweeps.scheduler.optuna import search_space_from_sweep_config
+
+    params = {
+        "optim.lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2},
+        "decode.beam_size": {"distribution": "q_log_uniform_values", "min": 1, "max": 64},
+        "augment.time_mask_window": {"distribution": "q_uniform", "min": 0, "max": 20, "q": 5},
+        "model.ctc_weight": {"min": 0.1, "max": 0.9},
+        "model.adapter": {"values": ["none", "linear"]},
+    }
+    sweep = prepare(write_sweep(tmp_path, params, method="bayes", run_cap=2, name="all"),
+                    overrides=overrides(tmp_path, 1), heartbeat=0, verbose=False)  # fmt: skip
+    study = run_local_sweep(sweep, workers=1, train_fn=fake_train)
+    assert len(study.trials) == 2
+    for t in study.trials:
+        assert t.distributions == search_space_from_sweep_config(params)
+
+
+# --------------------------------------------------------------------------- several objectives
+
+
+def timed_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
+    """val/cer falls with the CTC weight, the epoch time rises with it: a real trade-off."""
+    from trainer.train import RunResult
+
+    assert prune is None  # no pruning for several objectives
+    run_dir = Path(cfg.train.run_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    w = cfg.model.ctc_weight
+    rows = [{"epoch": e, "val/cer": 1.0 - w + 0.5 / e, "time/epoch_s": 10 + 20 * w + e} for e in (1, 2, 3)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {"state": "finished", "val/cer_best": rows[-1]["val/cer"], "epoch_best": 3, "epochs": 3}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return RunResult(run_dir, "finished", summary)
+
+
+def test_a_multi_objective_local_sweep_runs_without_pruning_and_ranks_its_pareto_front(tmp_path, capsys):
+    from launch.local_sweep import format_rows
+
+    spec = write_sweep(
+        tmp_path,
+        {"model.ctc_weight": {"values": [0.1, 0.3, 0.5]}, "optim.lr": {"values": [1e-3, 1e-1]}},
+        method="custom", name="mo", run_cap=6,
+        metrics=[{"name": "val/cer", "goal": "minimize"}, {"name": "time/epoch_s", "goal": "minimize"}],
+        scheduler={"engine": "optuna"}, pruner={"type": "median"},
+    )  # fmt: skip
+    from launch.sweep_spec import check_sweep
+
+    assert check_sweep(spec) == []
+    sweep = prepare(spec, overrides=overrides(tmp_path, 3), heartbeat=0, verbose=False)
+    assert sweep.pruner == {"type": "none"}
+    assert "pruning off" in sweep.notes[0] and "2 objectives" in sweep.notes[0]
+    study = run_local_sweep(sweep, workers=1, train_fn=timed_train)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    trials = study.get_trials()
+    assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for t in trials:  # both values at the epoch where val/cer is best (the last)
+        w = t.params["model.ctc_weight"]
+        assert t.values == pytest.approx([1.0 - w + 0.5 / 3, 10 + 20 * w + 3])
+    rows = trial_rows(study)
+    front = {r["params"]["model.ctc_weight"] for r in rows if r["pareto"]}
+    assert front == {t.params["model.ctc_weight"] for t in study.best_trials} == {0.1, 0.3, 0.5}
+    dominated = [r for r in rows if not r["pareto"]]
+    assert len(dominated) == 6 - len(study.best_trials)
+    text = format_rows(rows, ["val/cer", "time/epoch_s"]).splitlines()
+    assert "time/epoch_s" in text[0] and "pareto" in text[0]
+    assert sum("*" in line for line in text[1:]) == len(study.best_trials)
