@@ -1,4 +1,4 @@
-"""`python -m launch sweep ...`: validate, create, agent, local. Every command validates the sweep first."""
+"""`python -m launch sweep ...`: validate, create, agent, scheduler, local. Every command validates the sweep first."""
 
 from __future__ import annotations
 
@@ -51,13 +51,26 @@ def validate_command(sweep_file: str, checkpoint: str | None, overrides: tuple[s
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @click.option("--project", default=None, help="W&B project (default: the YAML's, else tracking.project)")
 @click.option("--entity", default=None, help="W&B entity (default: the YAML's, else tracking.entity, else yours)")
-def create_command(sweep_file: str, project: str | None, entity: str | None) -> None:
-    """Create the W&B sweep (base_config/pruner stripped) and print its id and the agent command."""
+@click.option("--engine", type=click.Choice(["wandb", "optuna"]), default=None,
+              help="wandb: W&B's built-in methods (+ hyperband); optuna: W&B's Optuna engine with the project's study "
+                   "factory, run by `sweep scheduler` (default: optuna when the YAML has a scheduler block)")  # fmt: skip
+def create_command(sweep_file: str, project: str | None, entity: str | None, engine: str | None) -> None:
+    """Create the W&B sweep (base_config/pruner stripped, kept beside the id) and print the commands to run."""
     from launch.wandb_sweep import create_sweep
 
     spec = validated(sweep_file)
-    created = create_sweep(spec, project=project, entity=entity)
+    engine = engine or ("optuna" if spec.raw.get("scheduler") else "wandb")
+    created = create_sweep(spec, project=project, entity=entity, engine=engine)
     click.echo(f"sweep {created.path} created; the YAML as written and as sent: {created.record_dir}")
+    if engine == "optuna":
+        click.echo("1. the scheduler (one process, on your machine, from this folder; it samples and prunes):")
+        click.echo(
+            f"  python -m launch sweep scheduler {created.path}  [--storage sqlite:///runs/{created.sweep_id}-study.db]"
+        )
+        click.echo("2. the agents (plain W&B agents, one process per run, K per GPU):")
+        click.echo(f"  python -m launch sweep agent {created.path} --gpus 0 --per-gpu 1")
+        click.echo(f"  or: wandb agent {created.path}")
+        return
     click.echo("run agents (one process per run, K per GPU):")
     click.echo(f"  python -m launch sweep agent {created.path} --gpus 0 --per-gpu 1")
     if spec.pruner:
@@ -66,6 +79,35 @@ def create_command(sweep_file: str, project: str | None, entity: str | None) -> 
         )
     click.echo("or W&B's own agent, anywhere this project is installed:")
     click.echo(f"  wandb agent {created.path}")
+
+
+@sweep_group.command("scheduler")
+@click.argument("sweep_id")
+@click.option("--storage", default=None,
+              help="Optuna storage URL for the study (e.g. sqlite:///runs/ID-study.db): a restarted scheduler continues "
+                   "it, pruning history included (default: in memory; a restart rebuilds it from W&B's finished runs)")  # fmt: skip
+@click.option("--sweep-file", default=None, help="the sweep YAML as written (default: the one `sweep create` kept)")
+@click.option("--entity", default=None, help="W&B entity (default: from SWEEP_ID, else yours)")
+@click.option("--project", default=None, help="W&B project (default: from SWEEP_ID, else wandb's default)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=10, show_default=True, help="runs kept in flight")
+@click.option(
+    "--poll-interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="seconds between polls"
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="sampler seed (a restart adds the trials so far)")
+def scheduler_command(
+    sweep_id: str, storage: str | None, sweep_file: str | None, entity: str | None, project: str | None,
+    batch_size: int, poll_interval: float, seed: int,
+) -> None:  # fmt: skip
+    """Run W&B's sweep scheduler for SWEEP_ID (`wandb sweep-scheduler`) with the project's Optuna study factory."""
+    from launch.wandb_scheduler import run_scheduler
+
+    if sweep_file:
+        validated(sweep_file)
+    click.echo(f"scheduler for {sweep_id}: study storage {storage or 'in memory'}; Ctrl-C once stops it cleanly")
+    run_scheduler(
+        sweep_id, storage=storage, sweep_file=sweep_file, entity=entity, project=project,
+        batch_size=batch_size, poll_interval=poll_interval, seed=seed,
+    )  # fmt: skip
 
 
 @sweep_group.command("agent")
@@ -167,6 +209,8 @@ def local_command(
     click.echo(
         f"sweep {sweep.study}: {describe(spec)}; {sweep.budget} trial(s), {workers} worker(s), pruner {sweep.pruner}"
     )
+    for note in sweep.notes:
+        click.echo(f"note: {note}")
     click.echo(f"storage {sweep.storage}; run folders under {sweep.sweep_dir}")
     study = run_local_sweep(sweep, workers=workers)
-    click.echo(format_rows(trial_rows(study), spec.metric))
+    click.echo(format_rows(trial_rows(study), [name for name, _ in spec.objectives]))

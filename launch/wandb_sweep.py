@@ -31,6 +31,7 @@ from trainer.errors import UserError
 
 PRUNE_ENV = "LIPSWEEP_PRUNE"  # JSON: storage, study, pruner block, metric, direction
 RECORDS = "wandb_sweeps"  # <train.run_dir>/wandb_sweeps/<sweep id>/: the YAML as written and as sent
+ENGINES = ("wandb", "optuna")  # W&B's built-in methods (+ hyperband), or its Optuna engine with our study factory
 
 
 @dataclass
@@ -39,6 +40,7 @@ class CreatedSweep:
     entity: str | None
     project: str
     record_dir: Path
+    config: dict[str, Any] | None = None  # as sent
 
     @property
     def path(self) -> str:
@@ -49,19 +51,38 @@ def _base_config(spec: SweepSpec) -> config_mod.Config:
     return config_mod.load_config(spec.base_config, spec.command_overrides)
 
 
+def sent_config(spec: SweepSpec, engine: str = "wandb") -> dict[str, Any]:
+    """The config W&B receives: project-only keys stripped; for engine optuna (or a YAML with a scheduler
+    block) method custom and the scheduler block naming the project's study factory."""
+    if engine not in ENGINES:
+        raise UserError(f"--engine {engine}: one of {', '.join(ENGINES)}")
+    if engine == "optuna" or spec.raw.get("scheduler"):
+        from launch.wandb_scheduler import scheduler_config
+
+        return scheduler_config(spec)
+    return spec.wandb_config()
+
+
 def create_sweep(
     spec: SweepSpec,
     project: str | None = None,
     entity: str | None = None,
     send: Callable[..., str] | None = None,
     records: Path | None = None,
+    engine: str = "wandb",
 ) -> CreatedSweep:
-    """Create the W&B sweep from a validated spec (project-only keys stripped); keep both YAMLs under `records`.
+    """Create the W&B sweep from a validated spec (see `sent_config`); keep both YAMLs under `records`.
 
     `send` is `wandb.sweep` (tests pass a fake); `records` defaults to <train.run_dir>/wandb_sweeps.
+    The config sent is validated again first (a refused key would otherwise reach W&B).
     """
+    from launch.sweep_spec import SweepError, check_sweep
+
     cfg = _base_config(spec)
-    config = spec.wandb_config()
+    config = sent_config(spec, engine)
+    problems = check_sweep(SweepSpec(config, spec.path))
+    if problems:
+        raise SweepError(f"{spec.path} as sent to W&B", problems)
     project = project or config.get("project") or cfg.tracking.project
     entity = entity or config.get("entity") or cfg.tracking.entity or None
     if send is None:
@@ -73,7 +94,7 @@ def create_sweep(
     record.mkdir(parents=True, exist_ok=True)
     (record / "sweep.yaml").write_text(yaml.safe_dump(spec.raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
     (record / "sent.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return CreatedSweep(sweep_id, entity, project, record)
+    return CreatedSweep(sweep_id, entity, project, record, config)
 
 
 def find_record(sweep_id: str, run_dir: str = "runs") -> Path | None:
