@@ -672,6 +672,24 @@ def filmstrip(frames: np.ndarray, out: Path, count: int = 8, crop: int | None = 
 # --------------------------------------------------------------------------- the report
 
 
+def frontend_line(summary: dict[str, Any], cfg: Config | None) -> str:
+    """Whether the frontend ran from the frozen-frontend feature cache (trainer/frontend_cache.py), and with how many views."""
+    if "frontend_cache/used" not in summary:
+        return "Frontend: the run did not record whether it ran from the feature cache (a run from before the cache)."
+    if not summary["frontend_cache/used"]:
+        reason = summary.get("frontend_cache/reason") or "not recorded"
+        return f"Frontend: ran live at every step, not from the feature cache ({reason})."
+    views = summary.get("frontend_cache/views", "?")
+    origin = "built by this run" if summary.get("frontend_cache/built") else "read from a cache an earlier run built"
+    text = (
+        f"Frontend: ran from the feature cache with {views} training view{'' if views == 1 else 's'} and the validation view "
+        f"({origin}; on {summary.get('frontend_cache/residency') or 'an unrecorded device'})."
+    )
+    if cfg is not None and cfg.augment.time_mask_window > 0:
+        text += " Time masking set masked frames to the clip's mean feature (the live path masks pixels)."
+    return text
+
+
 def _samples_csv(run_dir: Path, epoch: int | None) -> tuple[Path | None, list[dict[str, Any]]]:
     """The worst-k CSV of `epoch` (else the latest one) and its rows."""
     import csv
@@ -742,6 +760,7 @@ def diagnose(
         best_epoch, best = min(val, key=lambda p: p[1])
         state += f"; {len(rows)} epochs logged; best val/cer {best:.4f} at epoch {best_epoch}."
     report.text(state)
+    report.text(frontend_line(summary, cfg))
     report.text(
         f"Sections 4 to 6 use the {checkpoint} checkpoint (epoch {epoch}), "
         + (

@@ -106,6 +106,11 @@ class RunLog:
         if self.wandb is not None:
             self.wandb.config.update(to_flat(cfg), allow_val_change=True)
 
+    def note_config(self, values: dict[str, Any]) -> None:
+        """Facts of the run decided at start (the frontend cache), added to the W&B config; the summary has them too."""
+        if self.wandb is not None:
+            self.wandb.config.update(values, allow_val_change=True)
+
     def log_epoch(self, metrics: dict[str, Any]) -> None:
         """Append one epoch to metrics.jsonl (flushed to disk) and to W&B."""
         with open(self.dir / METRICS, "a", encoding="utf-8") as f:

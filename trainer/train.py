@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from trainer import distributed
+from trainer import frontend_cache as fcache
 from trainer.augment import augment_batch, noise_frames
 from trainer.config import Config, apply_overrides, config_from_dict, to_dict
 from trainer.data import Dataset, load_dataset, make_batches
@@ -162,9 +163,11 @@ def evaluate(
     *,
     prefix: str = "val",
     losses: bool = True,
+    features: fcache.FrontendCache | None = None,
 ) -> EvalResult:
     """Losses, joint beam-search CER and CTC-greedy CER on `indices`; per-clip rows for samples/confusions.
 
+    With `features` (a frozen frontend's cache) the model runs from its validation view (centre crop) on.
     Under torchrun each rank decodes its share of `indices`; every rank gets all rows and the same metrics.
     """
     model.eval()
@@ -177,23 +180,32 @@ def evaluate(
     autocast = _autocast(device, precision)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.train.seed) if cfg.train.noise_input else None
     for batch_idx in make_batches(data.lengths, indices, batch_size=cfg.decode.batch_size, shuffle=False):
-        batch = data.collate(batch_idx).to(device)
-        x = augment_batch(batch.video, batch.lengths, cfg.augment, train=False)  # (B, T, 1, crop, crop)
-        if cfg.train.noise_input:
-            x = noise_frames(x, batch.lengths, noise_gen)
-        with autocast:
-            enc, enc_lengths = model.encode(x, batch.lengths)  # (B, T, D)
-            if losses:
-                out = model.losses(enc, enc_lengths, batch.targets)
+        ids = [data.ids[i] for i in batch_idx]
+        if features is not None:
+            feats, lengths = features.gather(batch_idx, 0)  # (B, T, widths[-1]): the validation view
+            targets = fcache.batch_targets(data, batch_idx, device)
+            with autocast:
+                enc, enc_lengths = model.encode_features(feats, lengths)  # (B, T, D)
+                if losses:
+                    out = model.losses(enc, enc_lengths, targets)
+        else:
+            batch = data.collate(batch_idx).to(device)
+            x = augment_batch(batch.video, batch.lengths, cfg.augment, train=False)  # (B, T, 1, crop, crop)
+            if cfg.train.noise_input:
+                x = noise_frames(x, batch.lengths, noise_gen)
+            with autocast:
+                enc, enc_lengths = model.encode(x, batch.lengths)  # (B, T, D)
+                if losses:
+                    out = model.losses(enc, enc_lengths, batch.targets)
         log_probs = model.ctc_log_probs(enc.float())  # (B, T, V)
         nbest = beam_search(model.decoder, enc.float(), enc_lengths, log_probs, options, eos=tokenizer.eos)
         greedy_hyps = ctc_greedy(log_probs, enc_lengths, eos=tokenizer.eos)
         if losses:
-            b = len(batch.ids)
+            b = len(ids)
             sums["loss"] += out.loss.item() * b
             sums["loss_ctc"] += out.loss_ctc.item() * b
             sums["loss_att"] += out.loss_att.item() * b
-        for i, clip_id in enumerate(batch.ids):
+        for i, clip_id in enumerate(ids):
             ref = data.targets[batch_idx[i]]
             best = nbest[i][0]
             hyp = best.token_ids
@@ -210,7 +222,7 @@ def evaluate(
                     "greedy_ids": greedy_hyps[i].token_ids,
                 }
             )
-        n_clips += len(batch.ids)
+        n_clips += len(ids)
     rows, sums, n_clips = distributed.gather_rows(rows, sums, n_clips, order)
     refs, hyps, greedy = ([r[k] for r in rows] for k in ("ref_ids", "hyp_ids", "greedy_ids"))
     metrics = {f"{prefix}/cer": cer(refs, hyps)}
@@ -384,8 +396,41 @@ def train(
                 partial=partial_state,
             )
 
+        # --- frozen-frontend feature cache (trainer/frontend_cache.py) ------------------------------
+        use_cache, why_not = fcache.decide(cfg, model, say)
+        features: fcache.FrontendCache | None = None
+        if use_cache:
+            features = distributed.main_first(
+                lambda: fcache.load_or_build(
+                    model,
+                    data,
+                    cfg,
+                    device,
+                    precision=precision.name,
+                    autocast=_autocast(device, precision),
+                    log=say,
+                    progress=interactive,
+                )
+            )
+            say(f"the frontend runs from its feature cache {features.path}: {features.describe()}")
+        summary.update(
+            {
+                "frontend_cache/used": features is not None,
+                "frontend_cache/views": features.views if features is not None else 0,
+                "frontend_cache/reason": why_not,
+                "frontend_cache/built": bool(summary.get("frontend_cache/built"))
+                or (features is not None and features.built),
+                "frontend_cache/residency": features.residency if features is not None else "",
+            }
+        )
+        log.write_summary(summary)
+        log.note_config(
+            {"frontend_cache/used": features is not None, "frontend_cache/views": summary["frontend_cache/views"]}
+        )
+
         # --- epochs -------------------------------------------------------------------------------
-        net = distributed.wrap_model(model, device)  # DDP under torchrun, else `model` itself
+        step_model = fcache.FromFeatures(model) if features is not None else model
+        net = distributed.wrap_model(step_model, device)  # DDP under torchrun, else `step_model` itself
         distributed.seed_rank(cfg.train.seed + step)
         started = time.monotonic()
         state, reason = "finished", ""
@@ -413,21 +458,30 @@ def train(
                 pending = {k: torch.zeros((), device=device) for k in sums}  # this optimizer step's micro-batches
                 pending_clips = 0
                 for b, batch_idx in enumerate(batches[start_batch:], start=start_batch):
-                    batch = data.collate(batch_idx).to(device)
-                    x = augment_batch(batch.video, batch.lengths, cfg.augment, train=True, generator=gen)
-                    if cfg.train.noise_input:
-                        x = noise_frames(x, batch.lengths, gen)  # (B, T, 1, crop, crop)
-                    rows, n_clips, weight = distributed.batch_share(len(batch.ids))  # this rank's rows of the batch
+                    if features is not None:  # one stored view a clip, then time masking on the features
+                        views = features.train_views(len(batch_idx), cfg.train.seed, epoch, b)
+                        x, all_lengths = features.gather(batch_idx, views)  # (B, T, widths[-1])
+                        aug = cfg.augment
+                        x = fcache.mask_features(x, all_lengths, aug.time_mask_window, aug.time_mask_stride, gen)
+                        all_targets = fcache.batch_targets(data, batch_idx, device)
+                    else:
+                        batch = data.collate(batch_idx).to(device)
+                        x = augment_batch(batch.video, batch.lengths, cfg.augment, train=True, generator=gen)
+                        if cfg.train.noise_input:
+                            x = noise_frames(x, batch.lengths, gen)  # (B, T, 1, crop, crop)
+                        all_lengths, all_targets = batch.lengths, batch.targets
+                    rows, n_clips, weight = distributed.batch_share(len(batch_idx))  # this rank's rows of the batch
                     steps_here = not ((b + 1) % cfg.train.accumulate and b + 1 < len(batches))
-                    x, lengths, targets = x[rows], batch.lengths[rows], batch.targets[rows]
+                    x, lengths, targets = x[rows], all_lengths[rows], all_targets[rows]
                     try:
                         with distributed.grad_sync(net, steps_here):
                             with _autocast(device, precision):
                                 out = net(x, lengths, targets)
                             scaler.scale(out.loss * weight / cfg.train.accumulate).backward()
                     except torch.cuda.OutOfMemoryError:
+                        what = "features" if features is not None else "1, H, W"
                         raise TrainingFailed(
-                            f"out of GPU memory on a batch of {tuple(x.shape)} (clips, frames, 1, H, W); "
+                            f"out of GPU memory on a batch of {tuple(x.shape)} (clips, frames, {what}); "
                             "lower train.batch_frames or train.batch_size, or use train.precision=fp16"
                         ) from None
                     for k in pending:
@@ -509,7 +563,7 @@ def train(
                 # validate
                 validated = epoch % cfg.train.val_every == 0 or epoch == cfg.train.max_epochs
                 if validated:
-                    val = evaluate(model, data, val_idx, tokenizer, cfg, device, precision)
+                    val = evaluate(model, data, val_idx, tokenizer, cfg, device, precision, features=features)
                     metrics.update(val.metrics)
                     if cfg.train.train_cer_every and epoch % cfg.train.train_cer_every == 0:
                         metrics.update(
@@ -523,6 +577,7 @@ def train(
                                 precision,
                                 prefix="train",
                                 losses=False,
+                                features=features,
                             ).metrics
                         )
                     write_samples(log, epoch, val.rows, cfg.train.worst_k)
