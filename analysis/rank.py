@@ -1,5 +1,9 @@
 """Rank runs by a metric: ties share a rank, failed runs come last; a Pareto front for several objectives.
 
+Several objectives (a `metrics:` sweep): `with_pareto` adds one column per objective (the values at the
+epoch where the first objective is best, as `sweep local` tells its multi-objective study) and a `pareto`
+column marking the runs no other run beats.
+
 Order: runs that did not fail and have the metric, best first; equal values share a rank (1, 2, 2, 4) and
 are ordered by how soon they got there (`epoch_best`, then `runtime_s`), then by name. Failed runs and
 runs without the metric follow, unranked.
@@ -16,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.report import fmt
-from analysis.runs import Source, load_runs
+from analysis.runs import Source, load_runs, load_yaml, run_history
 from trainer.errors import ConfigError
 
 # `--by` names a metric as the user says it; the table holds its summary columns.
@@ -87,6 +91,56 @@ def pareto_front(table: pd.DataFrame, objectives: Mapping[str, Literal["min", "m
     front = np.zeros(len(table), dtype=bool)
     front[np.flatnonzero(valid)] = ~dominated
     return pd.Series(front, index=table.index, name="pareto")
+
+
+def parse_objectives(text: str) -> list[tuple[str, str]]:
+    """`val/cer,time/epoch_s:min,train/clips_per_s:max` -> [(metric, min|max)] (min by default)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, goal = part.rpartition(":") if part.endswith((":min", ":max")) else (part, "", "min")
+        out.append((name, goal))
+    if len(out) < 2:
+        raise ConfigError(f"--pareto {text!r}: name two or more metrics, e.g. val/cer,time/epoch_s")
+    return out
+
+
+def sweep_objectives(sweep_yaml: str | Path) -> list[tuple[str, str]] | None:
+    """A sweep YAML's `metrics:` as [(metric, min|max)], or None when it has one metric."""
+    metrics = load_yaml(Path(sweep_yaml)).get("metrics")
+    if not isinstance(metrics, list) or len(metrics) < 2:
+        return None
+    return [(str(m["name"]), "max" if m.get("goal") == "maximize" else "min") for m in metrics]
+
+
+def _at_best_epoch(history: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> dict[str, float]:
+    """Every objective at the epoch where the first is best, among epochs that logged them all."""
+    names = [n for n, _ in objectives]
+    complete = [r for r in history if all(isinstance(r.get(n), (int, float)) and np.isfinite(r[n]) for n in names)]
+    if not complete:
+        return {}
+    first, goal = objectives[0]
+    best = (min if goal == "min" else max)(complete, key=lambda r: float(r[first]))
+    return {n: float(best[n]) for n in names}
+
+
+def with_pareto(
+    table: pd.DataFrame, objectives: list[tuple[str, str]], source: str | Path | Source | None = None, api: Any = None
+) -> pd.DataFrame:
+    """The table with one column per objective (from each run's history) and `pareto` (True: on the front)."""
+    names = [n for n, _ in objectives]
+    src = source if source is not None else table.attrs.get("source")
+    values = []
+    for _, row in table.iterrows():
+        history = run_history(src, row, api=api) if src is not None and row["state"] not in UNRANKED_STATES else []
+        values.append(_at_best_epoch(history, objectives))
+    out = table.copy()
+    for name in names:
+        out[name] = pd.Series([v.get(name, np.nan) for v in values], index=table.index, dtype="float64")
+    out["pareto"] = pareto_front(out, dict(objectives))
+    out.attrs = dict(table.attrs, objectives=objectives)
+    return out
 
 
 def format_table(table: pd.DataFrame, fmt_name: Literal["table", "csv", "markdown"] = "table") -> str:

@@ -24,13 +24,26 @@ def runs_group() -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown"]), default="table", show_default=True)
 @click.option("--sweep", "sweep_yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="sweep YAML whose parameters are the swept ones (default: config keys that differ between runs)")  # fmt: skip
-def rank_command(source: str, top: int | None, by: str, fmt: str, sweep_yaml: Path | None) -> None:
+@click.option("--pareto", "pareto", default=None,
+              help="mark the Pareto-optimal runs on these metrics, e.g. val/cer,time/epoch_s (`:max` for a goal to "
+                   "maximize); default: the sweep YAML's metrics: when it has several")  # fmt: skip
+def rank_command(source: str, top: int | None, by: str, fmt: str, sweep_yaml: Path | None, pareto: str | None) -> None:
     """Print the runs of SOURCE ranked by best val/cer: ties share a rank, failed runs come last."""
-    from analysis.rank import format_table, rank_runs
-    from analysis.runs import load_runs
+    from analysis.rank import format_table, parse_objectives, rank_runs, sweep_objectives, with_pareto
+    from analysis.runs import SWEEP_COPY, load_runs
 
-    ranked = rank_runs(load_runs(source, sweep_yaml=sweep_yaml), by, top=top)
+    table = load_runs(source, sweep_yaml=sweep_yaml)
+    objectives = parse_objectives(pareto) if pareto else None
+    kept = sweep_yaml or (Path(source) / SWEEP_COPY if (Path(source) / SWEEP_COPY).is_file() else None)
+    if objectives is None and kept is not None:
+        objectives = sweep_objectives(kept)
+    if objectives:
+        table = with_pareto(table, objectives, source)
+    ranked = rank_runs(table, by, top=top)
     click.echo(format_table(ranked, fmt), nl=False)
+    if objectives:
+        names = ", ".join(f"{n} ({g})" for n, g in objectives)
+        click.echo(f"pareto: {int(ranked['pareto'].sum())} run(s) no other run beats on {names}")
 
 
 @runs_group.command("compare", epilog=SOURCE_HELP)

@@ -7,8 +7,16 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.rank import best_run, format_table, pareto_front, rank_runs
-from analysis.runs import make_table
+from analysis.rank import (
+    best_run,
+    format_table,
+    pareto_front,
+    parse_objectives,
+    rank_runs,
+    sweep_objectives,
+    with_pareto,
+)
+from analysis.runs import load_runs, make_table
 from trainer.errors import ConfigError
 
 
@@ -84,3 +92,77 @@ def test_formats():
     assert csv[0].startswith("rank,run_id,name,state,optim.lr,val/cer_best") and csv[1].startswith(
         "1,best,best,finished"
     )
+
+
+# --------------------------------------------------------------------------- several objectives: `runs rank` marks the front
+
+
+def timed_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
+    """val/cer falls as the CTC weight rises, the epoch time rises with it (a trade-off); lr 0.1 is worse on both."""
+    import json
+    from pathlib import Path
+
+    from trainer.config import save_config
+    from trainer.train import RunResult
+
+    run_dir = Path(cfg.train.run_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    w, bad = cfg.model.ctc_weight, cfg.optim.lr > 0.05
+    rows = [{"epoch": e, "val/cer": 1.0 - w + 0.5 / e + bad, "time/epoch_s": 10 + 20 * w + e + 5 * bad} for e in (1, 2)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {"name": name.split("/")[-1], "state": "finished", "val/cer_best": rows[-1]["val/cer"], "epoch_best": 2,
+               "epochs": 2, "runtime_s": 1.0}  # fmt: skip
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return RunResult(run_dir, "finished", summary)
+
+
+def test_a_multi_objective_local_sweep_is_ranked_with_its_pareto_front_marked(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+    from launch.local_sweep import prepare, run_local_sweep
+    from launch.sweep_spec import load_sweep
+
+    raw = {"name": "mo", "method": "custom", "run_cap": 6,
+           "metrics": [{"name": "val/cer", "goal": "minimize"}, {"name": "time/epoch_s", "goal": "minimize"}],
+           "scheduler": {"engine": "optuna"},
+           "parameters": {"model.ctc_weight": {"values": [0.1, 0.3, 0.5]}, "optim.lr": {"values": [1e-3, 1e-1]}},
+           "command": ["${env}", "${interpreter}", "-m", "launch", "train", "--config", "configs/small.yaml", "${args}"]}  # fmt: skip
+    path = tmp_path / "mo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    sweep = prepare(load_sweep(path), overrides=[f"train.run_dir={tmp_path / 'runs'}", "train.max_epochs=2"],
+                    heartbeat=0, verbose=False)  # fmt: skip
+    study = run_local_sweep(sweep, workers=1, train_fn=timed_train)
+    on_front = {t.user_attrs["run_dir"].split("/")[-1] for t in study.best_trials}
+    assert len(study.trials) == 6 and 0 < len(on_front) < 6
+
+    folder = tmp_path / "runs" / "mo"
+    table = with_pareto(load_runs(folder), sweep_objectives(folder / "sweep.yaml"), folder)
+    assert set(table["name"][table["pareto"]]) == on_front  # the same front as Optuna's own
+    for _, row in table.iterrows():
+        assert row["time/epoch_s"] == pytest.approx(
+            10 + 20 * row["model.ctc_weight"] + 2 + 5 * (row["optim.lr"] > 0.05)
+        )
+
+    result = CliRunner().invoke(cli, ["runs", "rank", str(folder), "--format", "csv"])  # objectives from sweep.yaml
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = lines[0].split(",")
+    marked = {r.split(",")[header.index("name")] for r in lines[1:7] if r.split(",")[header.index("pareto")] == "True"}
+    assert marked == on_front
+    assert lines[-1].startswith(
+        f"pareto: {len(on_front)} run(s) no other run beats on val/cer (min), time/epoch_s (min)"
+    )
+    optuna_source = f"optuna://sqlite:///{folder / 'study.db'}?study=mo"
+    result = CliRunner().invoke(cli, ["runs", "rank", optuna_source, "--pareto", "val/cer,time/epoch_s"])
+    assert result.exit_code == 0, result.output
+    assert f"pareto: {len(on_front)} run(s)" in result.output
+
+
+def test_parse_objectives():
+    assert parse_objectives("val/cer, time/epoch_s:min,train/clips_per_s:max") == [
+        ("val/cer", "min"), ("time/epoch_s", "min"), ("train/clips_per_s", "max")]  # fmt: skip
+    with pytest.raises(ConfigError, match="two or more"):
+        parse_objectives("val/cer")
