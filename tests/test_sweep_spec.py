@@ -271,3 +271,60 @@ def test_shipped_sweeps_are_valid_and_commented(path):
 def test_all_six_sweeps_exist():
     names = {p.stem for p in (ROOT / "sweeps").glob("*.yaml")}
     assert {"lr_warmup", "ctc_weight", "decoding", "augmentation", "architecture", "demo"} <= names
+
+
+# --------------------------------------------------------------------------- scheduler sweeps and several objectives
+
+SCHEDULER = {"engine": "optuna", "source": "launch/wandb_scheduler.py", "optimizer": "make_study"}
+TWO_METRICS = [{"name": "val/cer", "goal": "minimize"}, {"name": "time/epoch_s", "goal": "minimize"}]
+
+
+def custom(**top) -> SweepSpec:
+    raw = {"method": "custom", "metrics": TWO_METRICS, "scheduler": dict(SCHEDULER), "command": COMMAND,
+           "parameters": {"optim.lr": {"values": [1e-3, 1e-2]}}, **top}  # fmt: skip
+    return SweepSpec({k: v for k, v in raw.items() if v is not None})
+
+
+def test_scheduler_and_multi_objective_sweeps_are_valid():
+    assert check_sweep(custom()) == []
+    assert check_sweep(custom(metrics=None, metric={"name": "val/cer"})) == []
+    assert check_sweep(custom(scheduler={"engine": "optuna"})) == []  # wandb's own study: no source needed
+    spec = custom(metrics=[TWO_METRICS[0], {"name": "train/clips_per_s", "goal": "maximize"}])
+    assert check_sweep(spec) == [] and spec.directions == ["minimize", "maximize"] and spec.multi_objective
+    assert spec.metric == "val/cer" and spec.objectives[1] == ("train/clips_per_s", "maximize")
+
+
+@pytest.mark.parametrize(
+    "top, expected",
+    [
+        ({"method": "random"}, "scheduler.engine: optuna needs method: custom"),
+        ({"scheduler": {"engine": "wandb"}}, "scheduler.engine: wandb needs method grid, random or bayes"),
+        ({"scheduler": {"engine": "optuan"}}, "scheduler.engine: must be one of optuna, ax, wandb"),
+        ({"scheduler": {"engine": "optuna", "optimizer": "make_study"}}, "scheduler.optimizer: needs scheduler.source"),
+        (
+            {"scheduler": {"engine": "optuna", "search_space": "space"}},
+            "scheduler.search_space: needs scheduler.source",
+        ),
+        ({"scheduler": {**SCHEDULER, "sampler": "tpe"}}, "scheduler.sampler: not a scheduler field"),
+        ({"scheduler": {**SCHEDULER, "optimizer": "make_studdy"}}, "scheduler.optimizer: "),
+        ({"scheduler": None}, "method: custom needs a scheduler: block"),
+        ({"early_terminate": {"type": "hyperband", "min_iter": 2}}, "early_terminate: cannot be used beside scheduler"),
+        ({"metrics": [TWO_METRICS[0]]}, "metrics: a list of two or more metrics"),
+        ({"metric": {"name": "val/cer"}}, "metrics: cannot be used beside metric"),
+        (
+            {"metrics": [TWO_METRICS[0], {"name": "val/wer"}]},
+            "metrics[1].name: 'val/wer' is not a metric lipsweep logs",
+        ),
+        ({"metrics": [TWO_METRICS[0], {"name": "time/epoch_s", "goal": "min"}]}, "metrics[1].goal: 'min' must be"),
+    ],
+)
+def test_each_broken_scheduler_or_metrics_variant_is_refused_with_its_path(top, expected):
+    out = check_sweep(custom(**top))
+    assert any(p.startswith(expected) for p in out), out
+
+
+def test_metrics_need_method_custom():
+    s = sweep({"optim.lr": {"values": [1e-3]}})
+    raw = {k: v for k, v in s.raw.items() if k != "metric"}
+    out = check_sweep(SweepSpec({**raw, "metrics": TWO_METRICS}))
+    assert out == ["metrics: several objectives need method: custom with a scheduler"]
