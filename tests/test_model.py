@@ -55,23 +55,49 @@ def test_decoder_ignores_padded_memory_frames():
     torch.testing.assert_close(in_batch, alone, rtol=0, atol=1e-5)
 
 
-def test_decoder_state_select_reorders_and_expands():
+def test_decoder_state_select_reorders_expands_and_drops_utterances():
+    """Rows move within their utterance (the cross-attention keys stay once per utterance); utterances can be dropped."""
     decoder = small_decoder()
     memory = torch.randn(2, 6, 16)
     lengths = torch.tensor([6, 4])
-    prefix = torch.tensor([[10, 3, 4], [10, 5, 1]])
-    nxt = torch.tensor([7, 2, 2])
-    index = torch.tensor([1, 0, 1])  # reorder and duplicate: M = 3 rows from N = 2
+    prefix = torch.tensor([[10, 3], [10, 5]])
     with torch.no_grad():
         state = decoder.start(memory, lengths)
         for i in range(prefix.size(1)):
             _, state = decoder.step(prefix[:, i], state)
-        got, state = decoder.step(nxt, state.select(index))
-        # the same hypotheses built from scratch in the selected order
-        fresh = decode_stepwise(decoder, torch.cat([prefix[index], nxt[:, None]], dim=1), memory[index], lengths[index])
+        _, state = decoder.step(torch.tensor([4, 4, 1, 1]), state.select(torch.tensor([0, 0, 1, 1])))  # 2 rows each
+        seqs = torch.tensor([[10, 3, 4], [10, 3, 4], [10, 5, 1], [10, 5, 1]])
+        rows = torch.tensor([1, 0, 3, 3])  # reorder within utterance 0, duplicate in utterance 1
+        nxt = torch.tensor([7, 2, 2, 9])
+        got, state = decoder.step(nxt, state.select(rows))
+        # the same hypotheses built from scratch, each with its own copy of the encoder output
+        fresh = decode_stepwise(
+            decoder, torch.cat([seqs[rows], nxt[:, None]], 1), memory[[0, 0, 1, 1]], lengths[[0, 0, 1, 1]]
+        )
+        torch.testing.assert_close(got, fresh[:, -1], rtol=0, atol=1e-5)
+        assert state.length == 4 and state.kv.shape[:4] == (4, 2, 2, 4) and state.src_k[1].shape[0] == 2
+
+        # keep utterance 1 alone, its two hypotheses swapped
+        kept = state.select(torch.tensor([3, 2]), utterances=torch.tensor([1]))
+        got, kept = decoder.step(torch.tensor([5, 6]), kept)
+        seqs = torch.cat([seqs[rows], nxt[:, None]], 1)[[3, 2]]
+        fresh = decode_stepwise(
+            decoder, torch.cat([seqs, torch.tensor([[5], [6]])], 1), memory[[1, 1]], lengths[[1, 1]]
+        )
     torch.testing.assert_close(got, fresh[:, -1], rtol=0, atol=1e-5)
-    assert state.length == 4 and state.self_k[0].shape[:3] == (3, 4, 4)
-    assert state.src_k[1].shape[0] == 3 and state.src_mask.shape == (3, 1, 1, 6)
+    assert kept.src_k[0].shape[0] == 1 and kept.src_mask.shape == (1, 1, 1, 6) and kept.kv.size(0) == 2
+
+
+def test_decoder_cache_grows_past_its_first_capacity():
+    """40 steps (the cache grows by 16 positions at a time) give the teacher-forced log-probs."""
+    decoder = small_decoder()
+    memory = torch.randn(2, 5, 16)
+    lengths = torch.tensor([5, 3])
+    tokens = torch.randint(0, 11, (2, 40))
+    with torch.no_grad():
+        full = torch.log_softmax(decoder(tokens, memory, lengths), dim=-1)
+        steps = decode_stepwise(decoder, tokens, memory, lengths)
+    torch.testing.assert_close(steps, full, rtol=0, atol=1e-5)
 
 
 def test_decoder_sdpa_and_plain_math_agree(monkeypatch):

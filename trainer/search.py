@@ -134,7 +134,7 @@ class _Beams:
             self.tokens[rows],
             self.score[rows],
             self.parts[rows],
-            None if self.decoder is None else self.decoder.select(rows),
+            None if self.decoder is None else self.decoder.select(rows, utterances=index),
             None if self.ctc is None else self.ctc.select(rows),
             None if self.ctc_scorer is None else self.ctc_scorer.select_utterances(index),
             self.best_by_len[index],
@@ -300,29 +300,13 @@ def _search_step(
         token,
         score.view(-1).masked_fill(~running.view(-1), -math.inf),
         parts,
-        None if dec_state is None else _reorder_decoder(dec_state, src, expand=per_utt == 1),
+        None if dec_state is None else dec_state.select(src),
         None if psi is None else beams.ctc_scorer.extend(beams.ctc, src, token, beams.tokens, psi[src, col], i),
         beams.ctc_scorer,
         best_by_len,
     )
     step = _Step([], token.view(nb, beam), parent, ended, forced, score, parts.view(nb, beam, 3))
     return new, step, done
-
-
-def _reorder_decoder(state, index: Tensor, expand: bool):
-    """The decoder state of rows `index`, each taken from a row of the same utterance.
-
-    The cross-attention keys and values are the same for every row of an utterance, so once each
-    utterance has its `beam_size` rows (`expand` False) only the self-attention cache moves
-    (`DecoderState.select` would copy both).
-    """
-    if expand:
-        return state.select(index)
-    return dataclasses.replace(
-        state,
-        self_k=[k.index_select(0, index) for k in state.self_k],
-        self_v=[v.index_select(0, index) for v in state.self_v],
-    )
 
 
 def _end_detected(best_by_len: Tensor, i: int, options: SearchOptions) -> Tensor:

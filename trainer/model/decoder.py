@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 from trainer.model.attention import FeedForward, MultiHeadAttention, layer_norm, sinusoid_table
 
+GROWTH = 16  # positions added to the self-attention cache when it is full (`select` copies its whole capacity)
+
 
 class DecoderLayer(nn.Module):
     """Pre-norm block: causal self-attention, attention over the encoder output, feed-forward."""
@@ -27,41 +29,52 @@ class DecoderLayer(nn.Module):
     def forward(
         self, x: Tensor, self_k: Tensor, self_v: Tensor, src_k: Tensor, src_v: Tensor, src_mask: Tensor, is_causal: bool
     ) -> Tensor:
-        """x (B, L, D) queries; self_k/v (B, H, Lk, dk) keys of the tokens so far; src_k/v (B, H, T, dk); src_mask (B, 1, 1, T)."""
+        """x (N, L, D) queries; self_k/v (N, H, Lk, dk) keys of the tokens so far; src_k/v (B, H, T, dk); src_mask (B, 1, 1, T).
+
+        The N = B * K rows of x are K hypotheses of each of the B utterances, utterance-major: the K
+        rows of an utterance attend to its encoder output together, as K queries.
+        """
         x = x + self.dropout(self.self_attn(self.norm1(x), self_k, self_v, is_causal=is_causal))
-        x = x + self.dropout(self.src_attn(self.norm2(x), src_k, src_v, src_mask))
+        queries = self.norm2(x).reshape(src_k.size(0), -1, x.size(-1))  # (B, K * L, D)
+        x = x + self.dropout(self.src_attn(queries, src_k, src_v, src_mask).view_as(x))
         return x + self.dropout(self.feed_forward(self.norm3(x)))
 
 
 @dataclass
 class DecoderState:
-    """Per-hypothesis cache for `TransformerDecoder.step`: rows are hypotheses (N).
+    """The cache of `TransformerDecoder.step` for N = B * K hypotheses of B utterances, rows utterance-major.
 
-    self_k/self_v: per layer (N, H, t, dk), the self-attention keys/values of the t tokens fed so far;
-    src_k/src_v: per layer (N, H, T, dk), the encoder-output keys/values; src_mask (N, 1, 1, T) True on real frames.
+    kv (N, layers, 2, H, capacity, dk): self-attention keys (0) and values (1) of the `length` tokens fed
+    so far, in a buffer that `step` appends to in place; spare: a buffer `select` gathers into, or None;
+    src_k/src_v: per layer (B, H, T, dk), the encoder-output keys/values, once per utterance;
+    src_mask (B, 1, 1, T) True on real frames. A state is used once: `step` and `select` reuse its buffers.
     """
 
-    self_k: list[Tensor]
-    self_v: list[Tensor]
+    kv: Tensor
+    spare: Tensor | None
     src_k: list[Tensor]
     src_v: list[Tensor]
     src_mask: Tensor
     length: int
 
-    def select(self, index: Tensor) -> DecoderState:
-        """The hypotheses at `index` (M,) int64, in that order (M may differ from N)."""
+    def select(self, rows: Tensor, utterances: Tensor | None = None) -> DecoderState:
+        """The hypotheses at `rows` (M,) int64, in that order; M = B' * K', utterance-major.
 
-        def pick(ts: list[Tensor]) -> list[Tensor]:
-            return [t.index_select(0, index) for t in ts]
-
-        return DecoderState(
-            pick(self.self_k),
-            pick(self.self_v),
-            pick(self.src_k),
-            pick(self.src_v),
-            self.src_mask.index_select(0, index),
-            self.length,
-        )
+        Without `utterances` every new row must come from a row of the same utterance (a beam
+        reordered, grown or shrunk); with `utterances` (B',) int64 only those utterances are kept,
+        in that order, and `rows` pick their hypotheses. One gather of the cache, into the spare buffer.
+        """
+        m = rows.numel()
+        spare = self.spare
+        if spare is None or spare.size(0) < m or spare.shape[1:] != self.kv.shape[1:]:
+            spare = self.kv.new_empty((m, *self.kv.shape[1:]))
+        kv = torch.index_select(self.kv, 0, rows, out=spare[:m])  # whole rows: faster than the strided prefix
+        src_k, src_v, src_mask = self.src_k, self.src_v, self.src_mask
+        if utterances is not None:
+            src_k = [k.index_select(0, utterances) for k in src_k]
+            src_v = [v.index_select(0, utterances) for v in src_v]
+            src_mask = src_mask.index_select(0, utterances)
+        return DecoderState(kv, self.kv, src_k, src_v, src_mask, self.length)
 
 
 def memory_mask(lengths: Tensor, frames: int) -> Tensor:
@@ -99,32 +112,31 @@ class TransformerDecoder(nn.Module):
         return self.output_layer(self.after_norm(x))  # (B, L, odim)
 
     def start(self, memory: Tensor, memory_lengths: Tensor) -> DecoderState:
-        """An empty cache for hypotheses over memory (N, T, D), memory_lengths (N,); cross-attention keys computed once."""
+        """An empty cache for one hypothesis per utterance of memory (B, T, D), memory_lengths (B,); cross-attention keys computed once."""
         src = [layer.src_attn.project_kv(memory) for layer in self.decoders]
-        empty = memory.new_zeros(
-            memory.size(0), self.decoders[0].self_attn.heads, 0, self.decoders[0].self_attn.head_dim
-        )
-        n = len(self.decoders)
-        return DecoderState(
-            [empty] * n,
-            [empty] * n,
-            [k for k, _ in src],
-            [v for _, v in src],
-            memory_mask(memory_lengths, memory.size(1)),
-            0,
-        )
+        attn = self.decoders[0].self_attn
+        kv = memory.new_empty(memory.size(0), len(self.decoders), 2, attn.heads, 0, attn.head_dim)
+        mask = memory_mask(memory_lengths, memory.size(1))
+        return DecoderState(kv, None, [k for k, _ in src], [v for _, v in src], mask, 0)
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """Feed the last token of each hypothesis, tokens (N,) -> log-probabilities of the next one (N, odim) and the new state."""
-        x = self.embed_tokens(tokens[:, None], state.length)  # (N, 1, D)
-        self_k, self_v = [], []
+        t = state.length
+        kv = state.kv if state.kv.size(-2) > t else _grow(state.kv, t)  # (N, layers, 2, H, capacity, dk)
+        x = self.embed_tokens(tokens[:, None], t)  # (N, 1, D)
         for i, layer in enumerate(self.decoders):
             k, v = layer.self_attn.project_kv(layer.norm1(x))  # (N, H, 1, dk)
-            k = torch.cat((state.self_k[i], k), dim=2)  # (N, H, t + 1, dk)
-            v = torch.cat((state.self_v[i], v), dim=2)
-            x = layer(x, k, v, state.src_k[i], state.src_v[i], state.src_mask, is_causal=False)
-            self_k.append(k)
-            self_v.append(v)
+            kv[:, i, 0, :, t] = k[:, :, 0]
+            kv[:, i, 1, :, t] = v[:, :, 0]
+            self_k, self_v = kv[:, i, 0, :, : t + 1], kv[:, i, 1, :, : t + 1]  # (N, H, t + 1, dk)
+            x = layer(x, self_k, self_v, state.src_k[i], state.src_v[i], state.src_mask, is_causal=False)
         logits = self.output_layer(self.after_norm(x[:, 0]))  # (N, odim)
-        new_state = DecoderState(self_k, self_v, state.src_k, state.src_v, state.src_mask, state.length + 1)
+        new_state = DecoderState(kv, state.spare, state.src_k, state.src_v, state.src_mask, t + 1)
         return torch.log_softmax(logits.float(), dim=-1), new_state
+
+
+def _grow(kv: Tensor, length: int) -> Tensor:
+    """kv (N, layers, 2, H, capacity, dk) copied into a buffer with room for `GROWTH` more positions."""
+    bigger = kv.new_empty((*kv.shape[:4], kv.size(-2) + GROWTH, kv.size(-1)))
+    bigger[..., :length, :] = kv[..., :length, :]
+    return bigger
