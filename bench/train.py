@@ -3,11 +3,17 @@
     python bench/train.py                           # configs/small.yaml on 200 synthetic clips, CPU
     python bench/train.py --config base --device cuda --precision fp16
     python bench/train.py --data DIR --steps 30
+    python bench/train.py --frontend-cache --config base --clips 16 --steps 6 --threads 1 train.batch_frames=0 train.batch_size=4
 
 Runs `--steps` training steps of the config's batch on the synthetic set (or --data), timing each
 phase with a device sync around it, then decodes the validation split with the config's beam search
 and CTC greedy. Prints a Markdown table: clips/s and the share of the measured step time in each
 phase (the phases of one run against each other: what to speed up first).
+
+`--frontend-cache` instead times a whole training step (batch, augmentation, forward, backward,
+optimizer) with the frontend frozen, live and from the frozen-frontend feature cache
+(trainer/frontend_cache.py), alternating the two on the same batches in one process; on the CPU it
+counts CPU time (`time.process_time`), which a machine shared with other work disturbs least.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.augment import augment_batch  # noqa: E402
+from trainer import frontend_cache as fcache  # noqa: E402
+from trainer.augment import augment_batch, noise_frames  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.data import load_dataset, make_batches  # noqa: E402
 from trainer.device import select_precision  # noqa: E402
@@ -44,8 +51,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--frontend-cache", action="store_true", help="frozen frontend: step time live vs cached")
     parser.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     args = parser.parse_args()
+    if args.frontend_cache:
+        cache_rows(args)
+        return
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -128,6 +139,86 @@ def main() -> None:
     print("|---|---:|" + "---:|" * len(PHASES) + "---:|")
     shares = " | ".join(f"{100 * times[p] / step_total:.0f} %" for p in PHASES)
     print(f"| {name} | {clips / step_total:.1f} | {shares} | {len(val) / val_s:.1f} (beam {cfg.decode.beam_size}) |")
+
+
+def cache_rows(args: argparse.Namespace) -> None:
+    """Step time with a frozen frontend, live vs from the feature cache, interleaved on the same batches."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    root = args.data
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="lipsweep-bench-")) / "clips"
+        write_dataset(root, args.clips, seed=0)
+    overrides = ["model.freeze.frontend=true", "train.frontend_cache_views=1", *args.overrides]
+    cfg = load_config(args.config, [f"data.root={root}", "data.val_ratio=0.0", "data.test_ratio=0.0", *overrides])
+    tokenizer = Tokenizer.from_config(cfg.data)
+    data = load_dataset(cfg.data, tokenizer, log=lambda *a: None)
+    model = build_model(cfg.model, tokenizer.vocab_size).to(device)
+    precision = select_precision(args.precision, device)
+    autocast = torch.autocast(device.type, dtype=precision.dtype) if precision.dtype else nullcontext()
+    t0 = time.perf_counter()
+    cache = fcache.load_or_build(
+        model, data, cfg, device, precision=precision.name, autocast=autocast, log=lambda *a: None, progress=False
+    )
+    build_s = time.perf_counter() - t0
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batches = make_batches(data.lengths, list(range(len(data))), batch_size=cfg.train.batch_size, shuffle=True, seed=0)
+    gen = torch.Generator(device=device).manual_seed(0)
+    aug = cfg.augment
+
+    def live_step(idx: list[int]) -> None:
+        batch = data.collate(idx).to(device)
+        x = augment_batch(batch.video, batch.lengths, aug, train=True, generator=gen)
+        if cfg.train.noise_input:
+            x = noise_frames(x, batch.lengths, gen)
+        with autocast:
+            out = model(x, batch.lengths, batch.targets)
+        scaler.scale(out.loss).backward()
+
+    def cached_step(idx: list[int], b: int) -> None:
+        x, lengths = cache.gather(idx, cache.train_views(len(idx), cfg.train.seed, 1, b))
+        x = fcache.mask_features(x, lengths, aug.time_mask_window, aug.time_mask_stride, gen)
+        with autocast:
+            out = model.forward_from_features(x, lengths, fcache.batch_targets(data, idx, device))
+        scaler.scale(out.loss).backward()
+
+    def timed(step) -> float:
+        sync()
+        t = clock()
+        step()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        return clock() - t
+
+    model.train()
+    live: list[float] = []
+    cached: list[float] = []
+    frames = 0
+    for i in range(args.steps + 1):  # the first pair warms up and is not counted
+        idx = batches[i % len(batches)]
+        pair = [("live", lambda idx=idx: live_step(idx)), ("cached", lambda idx=idx, i=i: cached_step(idx, i))]
+        for name, step in pair if i % 2 == 0 else pair[::-1]:  # alternate which goes first
+            took = timed(step)
+            if i:
+                (live if name == "live" else cached).append(took)
+        frames += int(data.lengths[idx].sum()) if i else 0
+    live_ms, cached_ms = 1000 * sum(live) / len(live), 1000 * sum(cached) / len(cached)
+    name = Path(args.config).stem
+    what = "CPU time" if device.type == "cpu" else "wall time"
+    print(
+        f"`{name}` with a frozen frontend, batch {cfg.train.batch_size} ({frames / args.steps:.0f} frames a step), "
+        f"{device.type}, {precision.name}, {args.threads} threads, {what} per step, mean of {args.steps} interleaved "
+        f"steps each; cache built in {build_s:.1f} s for {len(data)} clips x {cache.views + 1} views"
+    )
+    print("| config | frontend | ms / step | speed-up |")
+    print("|---|---|---:|---:|")
+    print(f"| {name}, frozen frontend | live | {live_ms:.0f} | 1.00x |")
+    print(f"| {name}, frozen frontend | feature cache | {cached_ms:.0f} | {live_ms / cached_ms:.2f}x |")
 
 
 if __name__ == "__main__":
