@@ -590,3 +590,30 @@ def test_a_multi_objective_local_sweep_runs_without_pruning_and_ranks_its_pareto
     text = format_rows(rows, ["val/cer", "time/epoch_s"]).splitlines()
     assert "time/epoch_s" in text[0] and "pareto" in text[0]
     assert sum("*" in line for line in text[1:]) == len(study.best_trials)
+
+
+@pytest.mark.slow
+def test_real_tiny_multi_objective_sweep_from_the_cli(tiny_config, tmp_path):
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+
+    base = tmp_path / "tiny.yaml"
+    save_config(tiny_config, base)
+    path = tmp_path / "mo.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "mo", "method": "custom", "run_cap": 2, "scheduler": {"engine": "optuna"},
+        "metrics": [{"name": "val/cer", "goal": "minimize"}, {"name": "time/epoch_s", "goal": "minimize"}],
+        "parameters": {"optim.lr": {"values": [1e-3, 3e-3]}}, "pruner": {"type": "median"},
+        "command": [*COMMAND[:6], str(base), "${args}"],
+    }))  # fmt: skip
+    result = CliRunner().invoke(cli, ["sweep", "local", str(path), "--heartbeat", "0", "train.max_epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert "note: pruning off: the median pruner compares one metric across trials" in result.output
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{tmp_path / 'runs' / 'mo' / 'study.db'}")
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    for t in study.trials:
+        rows = [json.loads(line) for line in (Path(t.user_attrs["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+        assert t.values == pytest.approx([rows[-1]["val/cer"], rows[-1]["time/epoch_s"]])
+    header = next(line for line in result.output.splitlines() if line.lstrip().startswith("rank"))
+    assert "val/cer" in header and "time/epoch_s" in header and "pareto" in header
