@@ -148,3 +148,36 @@ def test_noise_input_makes_the_frames_irrelevant(tiny_config, tmp_path):
     real = _curve(T.train(tiny_config, name="frames", verbose=False).run_dir)
     assert first == second
     assert real != first  # and without the switch the frames do reach the model
+
+
+def test_resume_from_the_frontend_cache_gives_the_same_metrics(tiny_config, monkeypatch):
+    """A frozen frontend trains from its feature cache; a stop mid-epoch and --resume see the same views and masks."""
+    tiny_config.model.freeze.frontend = True
+    tiny_config.train.frontend_cache = "on"
+    tiny_config.train.frontend_cache_views = 3
+    tiny_config.train.max_epochs = 2
+    tiny_config.train.train_cer_every = 0
+    full = T.train(tiny_config, name="cached_full", verbose=False)
+    assert read_summary(full.run_dir)["frontend_cache/used"] is True
+    real_stop = T.StopRequest
+    calls = {"n": 0}
+
+    class StopMidEpoch(real_stop):
+        @property
+        def signal(self):
+            calls["n"] += 1
+            return "SIGTERM" if calls["n"] == 5 else None
+
+        @signal.setter
+        def signal(self, value):
+            pass
+
+    monkeypatch.setattr(T, "StopRequest", StopMidEpoch)
+    stopped = T.train(tiny_config, name="cached_cut", verbose=False)
+    assert stopped.state == "stopped"
+    partial = torch.load(stopped.run_dir / "checkpoints/last.pt", weights_only=True)["partial"]
+    assert partial["epoch"] == 2 and partial["batch"] >= 1  # stopped inside epoch 2
+    monkeypatch.setattr(T, "StopRequest", real_stop)
+    resumed = T.train(tiny_config, resume=stopped.run_dir, verbose=False)
+    assert resumed.state == "finished" and read_summary(resumed.run_dir)["frontend_cache/built"] is False
+    assert _curve(resumed.run_dir) == _curve(full.run_dir)
