@@ -337,3 +337,31 @@ def test_a_truncated_or_foreign_file_is_rebuilt_never_read(frozen, damage):
     header = torch.load(again.path, weights_only=True)["header"]
     assert header["key"] == FC.key_for(model, data, frozen)
     assert json.dumps(header)  # a plain header a person can read
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_from_the_cache_train_the_loss_curve_of_one_process(frozen, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    frozen.train.batch_size, frozen.model.dropout, frozen.train.max_epochs = 3, 0.0, 2
+    frozen.train.frontend_cache = "on"
+    save_config(frozen, tmp_path / "tiny.yaml")
+    single = T.train(frozen, name="single", verbose=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port),
+               "-m", "launch", "train", "--config", str(tmp_path / "tiny.yaml"), "--name", "ddp"]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ddp = Path(frozen.train.run_dir) / "ddp"
+    summary = read_summary(ddp)
+    assert summary["frontend_cache/used"] is True and summary["frontend_cache/built"] is False
+    for one, two in zip(read_metrics(single.run_dir), read_metrics(ddp), strict=True):
+        for key in ("train/loss", "train/loss_ctc", "train/loss_att", "val/loss"):
+            assert two[key] == pytest.approx(one[key], rel=1e-5), key

@@ -205,6 +205,10 @@ class FromFeatures(nn.Module):
         super().__init__()
         self.model = model
 
+    @property
+    def frozen_norms(self) -> list[nn.Module]:  # distributed.sync_batchnorm leaves these as they are
+        return self.model.frozen_norms
+
     def forward(self, features: Tensor, lengths: Tensor, targets: Tensor):
         return self.model.forward_from_features(features, lengths, targets)
 
