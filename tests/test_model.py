@@ -75,7 +75,7 @@ def test_decoder_state_select_reorders_expands_and_drops_utterances():
             decoder, torch.cat([seqs[rows], nxt[:, None]], 1), memory[[0, 0, 1, 1]], lengths[[0, 0, 1, 1]]
         )
         torch.testing.assert_close(got, fresh[:, -1], rtol=0, atol=1e-5)
-        assert state.length == 4 and state.kv.shape[:4] == (4, 2, 2, 4) and state.src_k[1].shape[0] == 2
+        assert state.length == 4 and state.kv.shape == (2, 2, 4, 4, 4, 4) and state.src_k[1].shape[0] == 2
 
         # keep utterance 1 alone, its two hypotheses swapped
         kept = state.select(torch.tensor([3, 2]), utterances=torch.tensor([1]))
@@ -85,11 +85,11 @@ def test_decoder_state_select_reorders_expands_and_drops_utterances():
             decoder, torch.cat([seqs, torch.tensor([[5], [6]])], 1), memory[[1, 1]], lengths[[1, 1]]
         )
     torch.testing.assert_close(got, fresh[:, -1], rtol=0, atol=1e-5)
-    assert kept.src_k[0].shape[0] == 1 and kept.src_mask.shape == (1, 1, 1, 6) and kept.kv.size(0) == 2
+    assert kept.src_k[0].shape[0] == 1 and kept.src_mask.shape == (1, 1, 1, 6) and kept.kv.size(2) == 2
 
 
 def test_decoder_cache_grows_past_its_first_capacity():
-    """40 steps (the cache grows by 16 positions at a time) give the teacher-forced log-probs."""
+    """40 steps (a new cache buffer every `GROWTH` positions) give the teacher-forced log-probs."""
     decoder = small_decoder()
     memory = torch.randn(2, 5, 16)
     lengths = torch.tensor([5, 3])

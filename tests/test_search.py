@@ -200,6 +200,24 @@ def test_ctc_prefix_scores_equal_brute_force(prefix: list[int]) -> None:
     assert psi[0].item() == LOGZERO  # blank is never a token
 
 
+@pytest.mark.parametrize("output_length", [0, 2])
+def test_ctc_prefix_scores_of_candidates_equal_the_full_scores(output_length: int) -> None:
+    """score(..., tokens) is score(...) gathered at the candidates: repeats, eos, blank and duplicates included."""
+    torch.manual_seed(5)
+    vocab, eos = 6, 5
+    logp = torch.log_softmax(torch.randn(2, 8, vocab) * 2, -1)
+    scorer = CTCPrefixScorer.from_log_probs(logp, torch.tensor([8, 6]), blank=0, eos=eos)
+    state, last = scorer.initial_state().select(torch.tensor([0, 0, 1, 1])), torch.full((4,), eos)
+    for i in range(output_length):
+        tokens = torch.tensor([1, 2, 3, 1])
+        psi = scorer.score(state, last, i)
+        state = scorer.extend(state, torch.arange(4), tokens, last, psi[torch.arange(4), tokens], i)
+        last = tokens
+    cands = torch.tensor([[1, eos, 0], [2, 2, 4], [eos, 3, 1], [0, 1, 3]])  # (N, C)
+    full = scorer.score(state, last, output_length)  # (N, V)
+    torch.testing.assert_close(scorer.score(state, last, output_length, cands), full.gather(1, cands), rtol=0, atol=0)
+
+
 # --------------------------------------------------------------------------- greedy decoders
 
 

@@ -8,6 +8,7 @@ frames for every candidate token of every hypothesis; here the work is split in 
   psi(c) = sum_t phi(t - 1) x_t(c), needs only the hypothesis' own forward variables (phi) and the
   token's frame probabilities, so for all tokens at once it is one matrix product per utterance,
   (hypotheses x frames) @ (frames x vocabulary), in float64 with per-row and per-column scaling;
+  the rest (logarithms, special tokens) is done for the search's candidates only;
 - `extend`: the forward variables only for the extensions the search kept, all frames at once
   (the recursion is linear: cumulative sums in float64, no loop over frames).
 
@@ -83,37 +84,42 @@ class CTCPrefixScorer:
         index = tokens.view(1, batch, -1).expand(frames, -1, -1)
         return self.x.gather(2, index).view(frames, -1)
 
-    def score(self, state: CTCPrefixState, last: Tensor, output_length: int) -> Tensor:
-        """Log prefix probability psi (N, V) of every hypothesis extended by every token.
+    def score(self, state: CTCPrefixState, last: Tensor, output_length: int, tokens: Tensor | None = None) -> Tensor:
+        """Log prefix probability psi (N, C) of every hypothesis extended by each of its candidate tokens.
 
         state: N hypotheses, all with `output_length` tokens after the sos; last (N,) their last token
-        (the sos for the empty prefix). For eos psi is the probability of the hypothesis as a complete
-        sequence, for blank LOGZERO.
+        (the sos for the empty prefix); tokens (N, C) the candidates, default every token (C = V).
+        For eos psi is the probability of the hypothesis as a complete sequence, for blank LOGZERO.
         """
         frames, batch, vocab = self.x.shape
         n = last.numel()
+        if tokens is None:
+            tokens = torch.arange(vocab, device=last.device).expand(n, vocab)
+        per_utt = n // batch
+        by_utt = tokens.reshape(batch, per_utt, -1)  # (B, K, C)
         start = max(output_length, 1)  # the new token is first emitted at frame t >= start ...
         r_sum = torch.logaddexp(state.r[:, 0], state.r[:, 1])  # (T, N)
         phi = r_sum[start - 1 : frames - 1]  # (T', N) ... after the prefix, complete at t - 1
         if phi.size(0):
             top = phi.amax(dim=0)  # (N,)
-            weights = torch.exp(phi.double() - top.double()).T.reshape(batch, n // batch, -1)  # (B, K, T')
-            total = torch.bmm(weights, self.scaled[:, start:])  # (B, K, V)
-            psi = (torch.log(total) + self.peak.double()[:, None, :]).view(n, vocab) + top.double()[:, None]
-            psi = psi.float().clamp(min=LOGZERO)  # (N, V)
+            weights = torch.exp(phi.double() - top.double()).T.reshape(batch, per_utt, -1)  # (B, K, T')
+            total = torch.bmm(weights, self.scaled[:, start:]).gather(2, by_utt)  # (B, K, C)
+            peak = self.peak[:, None, :].expand(-1, per_utt, -1).gather(2, by_utt)  # (B, K, C)
+            psi = (torch.log(total) + peak.double()).view(n, -1) + top.double()[:, None]
+            psi = psi.float().clamp(min=LOGZERO)  # (N, C)
             # repeating the last token needs a blank in between: only blank-ending prefixes count
             repeat = torch.logsumexp(state.r[start - 1 : frames - 1, 1] + self._frame_log_probs(last)[start:], dim=0)
-            psi = psi.scatter(1, last[:, None], repeat[:, None])
+            psi = torch.where(tokens == last[:, None], repeat[:, None], psi)
         else:
-            psi = self.x.new_full((n, vocab), LOGZERO)
+            psi = self.x.new_full(tokens.shape, LOGZERO)
         if output_length == 0:  # or at frame 0, for the first token
-            psi = torch.logaddexp(psi, self.x[0].repeat_interleave(n // batch, dim=0))
+            first = self.x[0][:, None, :].expand(-1, per_utt, -1).gather(2, by_utt).view(n, -1)  # (N, C)
+            psi = torch.logaddexp(psi, first)
 
         rows = torch.arange(n, device=last.device)
-        end = self.end_frames.repeat_interleave(n // batch)  # (N,)
-        psi[:, self.eos] = r_sum[end, rows]
-        psi[:, self.blank] = LOGZERO
-        return psi
+        end = self.end_frames.repeat_interleave(per_utt)  # (N,)
+        psi = torch.where(tokens == self.eos, r_sum[end, rows][:, None], psi)
+        return psi.masked_fill(tokens == self.blank, LOGZERO)
 
     def extend(
         self, state: CTCPrefixState, rows: Tensor, tokens: Tensor, last: Tensor, psi: Tensor, output_length: int

@@ -264,7 +264,7 @@ def _search_step(
     psi = None
     ctc_part = zeros
     if beams.ctc is not None:
-        psi = beams.ctc_scorer.score(beams.ctc, beams.tokens, i).gather(1, cands)  # (N, C)
+        psi = beams.ctc_scorer.score(beams.ctc, beams.tokens, i, cands)  # (N, C)
         ctc_part = psi - beams.ctc.psi[:, None]
     weighted = options.decoder_weight * dec_part + options.penalty
     weighted = weighted + options.ctc_weight * ctc_part
@@ -329,7 +329,7 @@ def _nbest(history: list[_Step], batch: int, options: SearchOptions, eos: int) -
     cols = [PARTS.index(name) for name in names]
     fields = [[getattr(s, f).reshape(-1) for s in history] for f in ("token", "parent", "ended", "forced", "score")]
     token, parent, ended, forced, score = (torch.cat(f).tolist() for f in fields)  # one transfer each
-    parts = torch.cat([s.parts.reshape(-1, 3) for s in history])[:, cols].tolist()
+    parts = torch.cat([s.parts.reshape(-1, 3) for s in history])[:, cols]  # converted only for the n-best
     beam = options.beam_size
 
     # per step and utterance: offset of its (K,) slots in the flat lists
@@ -356,7 +356,7 @@ def _nbest(history: list[_Step], batch: int, options: SearchOptions, eos: int) -
                 seq.append(token[offsets[s][b] + slot])
                 slot = parent[offsets[s][b] + slot]
             yseq = [eos, *reversed(seq)] + ([eos] if forced_at[i][b] else [])
-            hyps.append(Hypothesis(yseq, score[at], dict(zip(names, parts[at], strict=True))))
+            hyps.append(Hypothesis(yseq, score[at], dict(zip(names, parts[at].tolist(), strict=True))))
         out.append(hyps)
     return out
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from trainer.model.attention import FeedForward, MultiHeadAttention, layer_norm, sinusoid_table
 
-GROWTH = 16  # positions added to the self-attention cache when it is full (`select` copies its whole capacity)
+GROWTH = 8  # a new cache buffer has room for this many more positions (fewer allocations)
 
 
 class DecoderLayer(nn.Module):
@@ -44,14 +44,17 @@ class DecoderLayer(nn.Module):
 class DecoderState:
     """The cache of `TransformerDecoder.step` for N = B * K hypotheses of B utterances, rows utterance-major.
 
-    kv (N, layers, 2, H, capacity, dk): self-attention keys (0) and values (1) of the `length` tokens fed
-    so far, in a buffer that `step` appends to in place; spare: a buffer `select` gathers into, or None;
-    src_k/src_v: per layer (B, H, T, dk), the encoder-output keys/values, once per utterance;
-    src_mask (B, 1, 1, T) True on real frames. A state is used once: `step` and `select` reuse its buffers.
+    kv (layers, 2, N', H, t, dk): self-attention keys (0) and values (1) of the t = `length` tokens fed
+    so far, a view of `buffer`; rows (N,): the row of kv each hypothesis continues (a reorder that the
+    next `step` applies while it appends), or None: kv's own rows; spare: a buffer for the next step,
+    or None. src_k/src_v: per layer (B, H, T, dk), the encoder-output keys/values, once per utterance;
+    src_mask (B, 1, 1, T) True on real frames. A state is used once: `step` reuses its buffers.
     """
 
     kv: Tensor
+    buffer: Tensor
     spare: Tensor | None
+    rows: Tensor | None
     src_k: list[Tensor]
     src_v: list[Tensor]
     src_mask: Tensor
@@ -62,19 +65,15 @@ class DecoderState:
 
         Without `utterances` every new row must come from a row of the same utterance (a beam
         reordered, grown or shrunk); with `utterances` (B',) int64 only those utterances are kept,
-        in that order, and `rows` pick their hypotheses. One gather of the cache, into the spare buffer.
+        in that order, and `rows` pick their hypotheses. Nothing is copied until the next `step`.
         """
-        m = rows.numel()
-        spare = self.spare
-        if spare is None or spare.size(0) < m or spare.shape[1:] != self.kv.shape[1:]:
-            spare = self.kv.new_empty((m, *self.kv.shape[1:]))
-        kv = torch.index_select(self.kv, 0, rows, out=spare[:m])  # whole rows: faster than the strided prefix
+        rows = rows if self.rows is None else self.rows[rows]
         src_k, src_v, src_mask = self.src_k, self.src_v, self.src_mask
         if utterances is not None:
             src_k = [k.index_select(0, utterances) for k in src_k]
             src_v = [v.index_select(0, utterances) for v in src_v]
             src_mask = src_mask.index_select(0, utterances)
-        return DecoderState(kv, self.kv, src_k, src_v, src_mask, self.length)
+        return DecoderState(self.kv, self.buffer, self.spare, rows, src_k, src_v, src_mask, self.length)
 
 
 def memory_mask(lengths: Tensor, frames: int) -> Tensor:
@@ -115,28 +114,35 @@ class TransformerDecoder(nn.Module):
         """An empty cache for one hypothesis per utterance of memory (B, T, D), memory_lengths (B,); cross-attention keys computed once."""
         src = [layer.src_attn.project_kv(memory) for layer in self.decoders]
         attn = self.decoders[0].self_attn
-        kv = memory.new_empty(memory.size(0), len(self.decoders), 2, attn.heads, 0, attn.head_dim)
+        kv = memory.new_empty(len(self.decoders), 2, memory.size(0), attn.heads, 0, attn.head_dim)
         mask = memory_mask(memory_lengths, memory.size(1))
-        return DecoderState(kv, None, [k for k, _ in src], [v for _, v in src], mask, 0)
+        return DecoderState(kv, kv.view(-1), None, None, [k for k, _ in src], [v for _, v in src], mask, 0)
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """Feed the last token of each hypothesis, tokens (N,) -> log-probabilities of the next one (N, odim) and the new state."""
-        t = state.length
-        kv = state.kv if state.kv.size(-2) > t else _grow(state.kv, t)  # (N, layers, 2, H, capacity, dk)
+        """Feed the last token of each hypothesis, tokens (N,) -> log-probabilities of the next one (N, odim) and the new state.
+
+        The cache is copied once per step: the hypotheses' rows gathered into the spare buffer with
+        room for the new position, so that attention reads contiguous keys and values.
+        """
+        t, n = state.length, tokens.numel()
+        layers, _, rows_before, heads, _, dk = state.kv.shape
+        if state.rows is None and rows_before != n:
+            raise ValueError(f"{n} tokens for {rows_before} hypotheses: select the hypotheses first")
+        shape = (layers, 2, n, heads, t + 1, dk)
+        buffer = state.spare
+        if buffer is None or buffer.numel() < math.prod(shape):
+            buffer = state.kv.new_empty(math.prod((*shape[:4], t + GROWTH, dk)))
+        kv = buffer[: math.prod(shape)].view(shape)  # (layers, 2, N, H, t + 1, dk)
+        if state.rows is None:
+            kv[..., :t, :] = state.kv
+        else:
+            torch.index_select(state.kv, 2, state.rows, out=kv[..., :t, :])
         x = self.embed_tokens(tokens[:, None], t)  # (N, 1, D)
         for i, layer in enumerate(self.decoders):
             k, v = layer.self_attn.project_kv(layer.norm1(x))  # (N, H, 1, dk)
-            kv[:, i, 0, :, t] = k[:, :, 0]
-            kv[:, i, 1, :, t] = v[:, :, 0]
-            self_k, self_v = kv[:, i, 0, :, : t + 1], kv[:, i, 1, :, : t + 1]  # (N, H, t + 1, dk)
-            x = layer(x, self_k, self_v, state.src_k[i], state.src_v[i], state.src_mask, is_causal=False)
+            kv[i, 0, :, :, t] = k[:, :, 0]
+            kv[i, 1, :, :, t] = v[:, :, 0]
+            x = layer(x, kv[i, 0], kv[i, 1], state.src_k[i], state.src_v[i], state.src_mask, is_causal=False)
         logits = self.output_layer(self.after_norm(x[:, 0]))  # (N, odim)
-        new_state = DecoderState(kv, state.spare, state.src_k, state.src_v, state.src_mask, t + 1)
+        new_state = DecoderState(kv, buffer, state.buffer, None, state.src_k, state.src_v, state.src_mask, t + 1)
         return torch.log_softmax(logits.float(), dim=-1), new_state
-
-
-def _grow(kv: Tensor, length: int) -> Tensor:
-    """kv (N, layers, 2, H, capacity, dk) copied into a buffer with room for `GROWTH` more positions."""
-    bigger = kv.new_empty((*kv.shape[:4], kv.size(-2) + GROWTH, kv.size(-1)))
-    bigger[..., :length, :] = kv[..., :length, :]
-    return bigger
