@@ -100,6 +100,13 @@ def test_decoder_cache_grows_past_its_first_capacity():
     torch.testing.assert_close(steps, full, rtol=0, atol=1e-5)
 
 
+def test_decoder_step_with_more_tokens_than_hypotheses_asks_for_select():
+    decoder = small_decoder()
+    state = decoder.start(torch.randn(2, 5, 16), torch.tensor([5, 3]))
+    with torch.no_grad(), pytest.raises(ValueError, match="select the hypotheses first"):
+        decoder.step(torch.tensor([1, 2, 3, 4]), state)
+
+
 def test_decoder_sdpa_and_plain_math_agree(monkeypatch):
     decoder = small_decoder()
     memory = torch.randn(2, 8, 16)

@@ -329,7 +329,7 @@ def _nbest(history: list[_Step], batch: int, options: SearchOptions, eos: int) -
     cols = [PARTS.index(name) for name in names]
     fields = [[getattr(s, f).reshape(-1) for s in history] for f in ("token", "parent", "ended", "forced", "score")]
     token, parent, ended, forced, score = (torch.cat(f).tolist() for f in fields)  # one transfer each
-    parts = torch.cat([s.parts.reshape(-1, 3) for s in history])[:, cols]  # converted only for the n-best
+    parts = torch.cat([s.parts.reshape(-1, 3) for s in history])[:, cols]  # (rows, parts)
     beam = options.beam_size
 
     # per step and utterance: offset of its (K,) slots in the flat lists
@@ -345,6 +345,7 @@ def _nbest(history: list[_Step], batch: int, options: SearchOptions, eos: int) -
         pos += len(s.utt)
 
     out: list[list[Hypothesis]] = []
+    rows: list[int] = []  # the returned hypotheses' rows of `parts`
     for b in range(batch):
         finished = [(i, k) for i, off in enumerate(offsets) if b in off for k in range(beam) if ended[off[b] + k]]
         finished.sort(key=lambda ik: -score[offsets[ik[0]][b] + ik[1]])  # stable: ties stay in ending order
@@ -356,8 +357,12 @@ def _nbest(history: list[_Step], batch: int, options: SearchOptions, eos: int) -
                 seq.append(token[offsets[s][b] + slot])
                 slot = parent[offsets[s][b] + slot]
             yseq = [eos, *reversed(seq)] + ([eos] if forced_at[i][b] else [])
-            hyps.append(Hypothesis(yseq, score[at], dict(zip(names, parts[at].tolist(), strict=True))))
+            hyps.append(Hypothesis(yseq, score[at], {}))
+            rows.append(at)
         out.append(hyps)
+    chosen = iter(parts[torch.tensor(rows, dtype=torch.long, device=parts.device)].tolist())  # one transfer
+    for hyp in (h for hyps in out for h in hyps):
+        hyp.scores = dict(zip(names, next(chosen), strict=True))
     return out
 
 
