@@ -12,7 +12,7 @@ import click
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder to write the clips to"
 )
-@click.option("--clips", type=click.IntRange(min=1), default=300, show_default=True, help="number of clips")
+@click.option("--clips", type=click.IntRange(min=1), default=800, show_default=True, help="number of clips")
 @click.option("--seed", type=int, default=0, show_default=True, help="clip i depends only on (seed, i)")
 @click.option(
     "--format",

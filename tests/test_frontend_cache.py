@@ -170,17 +170,15 @@ def test_key_changes_with_what_the_features_depend_on_and_only_that(frozen, tmp_
 # --------------------------------------------------------------------------- built once
 
 
-def test_two_trials_of_a_local_sweep_build_the_cache_once(frozen, tmp_path):
-    from launch.local_sweep import prepare, run_local_sweep
-    from launch.sweep_spec import load_sweep
-
+def two_trial_sweep(frozen, tmp_path: Path, name: str) -> Path:
+    """A grid sweep YAML of two trials (two learning rates) over the frozen-frontend config."""
     base = tmp_path / "frozen.yaml"
     save_config(frozen, base)
-    sweep_yaml = tmp_path / "two.yaml"
+    sweep_yaml = tmp_path / f"{name}.yaml"
     sweep_yaml.write_text(
         yaml.safe_dump(
             {
-                "name": "two",
+                "name": name,
                 "method": "grid",
                 "metric": {"name": "val/cer", "goal": "minimize"},
                 "parameters": {"optim.lr": {"values": [1e-3, 3e-3]}},
@@ -188,6 +186,14 @@ def test_two_trials_of_a_local_sweep_build_the_cache_once(frozen, tmp_path):
             }
         )
     )
+    return sweep_yaml
+
+
+def test_two_trials_of_a_local_sweep_build_the_cache_once(frozen, tmp_path):
+    from launch.local_sweep import prepare, run_local_sweep
+    from launch.sweep_spec import load_sweep
+
+    sweep_yaml = two_trial_sweep(frozen, tmp_path, "two")
     before = FC.BUILDS
     sweep = prepare(load_sweep(sweep_yaml), overrides=["train.max_epochs=1"], heartbeat=0, verbose=False)
     study = run_local_sweep(sweep, workers=1)
@@ -223,20 +229,7 @@ def test_two_worker_processes_build_the_cache_once(frozen, tmp_path):
     from launch.local_sweep import prepare, run_local_sweep
     from launch.sweep_spec import load_sweep
 
-    base = tmp_path / "frozen.yaml"
-    save_config(frozen, base)
-    sweep_yaml = tmp_path / "par.yaml"
-    sweep_yaml.write_text(
-        yaml.safe_dump(
-            {
-                "name": "par",
-                "method": "grid",
-                "metric": {"name": "val/cer", "goal": "minimize"},
-                "parameters": {"optim.lr": {"values": [1e-3, 3e-3]}},
-                "command": ["${env}", "${interpreter}", "-m", "launch", "train", "--config", str(base), "${args}"],
-            }
-        )
-    )
+    sweep_yaml = two_trial_sweep(frozen, tmp_path, "par")
     sweep = prepare(load_sweep(sweep_yaml), overrides=["train.max_epochs=1"], heartbeat=0, verbose=False)
     study = run_local_sweep(sweep, workers=2)
     summaries = [read_summary(Path(t.user_attrs["run_dir"])) for t in study.trials]

@@ -70,11 +70,8 @@ def _curve(run):
     return [(r["epoch"], round(r["train/loss"], 5), round(r["val/cer"], 5)) for r in read_metrics(run)]
 
 
-def test_resume_after_a_stop_gives_the_same_metrics(tiny_config, monkeypatch):
-    tiny_config.train.max_epochs = 3
-    full = T.train(tiny_config, name="full", verbose=False)
-
-    # Stop in the middle of epoch 2 as SIGTERM would, then resume.
+def _stop_at_fifth_check(monkeypatch) -> type:
+    """Make the loop see a SIGTERM at its fifth stop check (inside epoch 2 here); returns the real StopRequest."""
     real_stop = T.StopRequest
     calls = {"n": 0}
 
@@ -89,6 +86,15 @@ def test_resume_after_a_stop_gives_the_same_metrics(tiny_config, monkeypatch):
             pass
 
     monkeypatch.setattr(T, "StopRequest", StopMidEpoch)
+    return real_stop
+
+
+def test_resume_after_a_stop_gives_the_same_metrics(tiny_config, monkeypatch):
+    tiny_config.train.max_epochs = 3
+    full = T.train(tiny_config, name="full", verbose=False)
+
+    # Stop in the middle of epoch 2 as SIGTERM would, then resume.
+    real_stop = _stop_at_fifth_check(monkeypatch)
     stopped = T.train(tiny_config, name="cut", verbose=False)
     assert stopped.state == "stopped" and read_summary(stopped.run_dir)["state"] == "stopped"
     monkeypatch.setattr(T, "StopRequest", real_stop)
@@ -159,20 +165,7 @@ def test_resume_from_the_frontend_cache_gives_the_same_metrics(tiny_config, monk
     tiny_config.train.train_cer_every = 0
     full = T.train(tiny_config, name="cached_full", verbose=False)
     assert read_summary(full.run_dir)["frontend_cache/used"] is True
-    real_stop = T.StopRequest
-    calls = {"n": 0}
-
-    class StopMidEpoch(real_stop):
-        @property
-        def signal(self):
-            calls["n"] += 1
-            return "SIGTERM" if calls["n"] == 5 else None
-
-        @signal.setter
-        def signal(self, value):
-            pass
-
-    monkeypatch.setattr(T, "StopRequest", StopMidEpoch)
+    real_stop = _stop_at_fifth_check(monkeypatch)
     stopped = T.train(tiny_config, name="cached_cut", verbose=False)
     assert stopped.state == "stopped"
     partial = torch.load(stopped.run_dir / "checkpoints/last.pt", weights_only=True)["partial"]
