@@ -182,7 +182,7 @@ def cache_rows(args: argparse.Namespace) -> None:
         x, lengths = cache.gather(idx, cache.train_views(len(idx), cfg.train.seed, 1, b))
         x = fcache.mask_features(x, lengths, aug.time_mask_window, aug.time_mask_stride, gen)
         with autocast:
-            out = model.forward_from_features(x, lengths, fcache.batch_targets(data, idx, device))
+            out = model.forward_from_features(x, lengths, data.padded_targets(idx)[0].to(device))
         scaler.scale(out.loss).backward()
 
     def timed(step) -> float:

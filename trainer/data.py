@@ -509,17 +509,22 @@ class Dataset:
         video = np.zeros((len(indices), int(lengths.max()), h, w), np.uint8)  # (B, T, H, W)
         for b, i in enumerate(indices):
             video[b, : lengths[b]] = self.video(i)
-        target_lengths = [len(self.targets[i]) for i in indices]
-        targets = torch.full((len(indices), max(target_lengths)), -1, dtype=torch.int64)  # (B, L)
-        for b, i in enumerate(indices):
-            targets[b, : target_lengths[b]] = torch.tensor(self.targets[i], dtype=torch.int64)
+        targets, target_lengths = self.padded_targets(indices)
         return Batch(
             [self.ids[i] for i in indices],
             torch.from_numpy(video),
             torch.from_numpy(lengths.astype(np.int64)),
             targets,
-            torch.tensor(target_lengths, dtype=torch.int64),
+            target_lengths,
         )
+
+    def padded_targets(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target ids of the clips at `indices`, (B, L) padded with -1, and their lengths (B,); no frames read."""
+        target_lengths = [len(self.targets[int(i)]) for i in indices]
+        targets = torch.full((len(target_lengths), max(target_lengths)), -1, dtype=torch.int64)  # (B, L)
+        for b, i in enumerate(indices):
+            targets[b, : target_lengths[b]] = torch.tensor(self.targets[int(i)], dtype=torch.int64)
+        return targets, torch.tensor(target_lengths, dtype=torch.int64)
 
     def loader(
         self, batches: Sequence[Sequence[int]], num_workers: int = 0, pin_memory: bool = False

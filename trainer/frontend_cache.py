@@ -213,15 +213,6 @@ class FromFeatures(nn.Module):
         return self.model.forward_from_features(features, lengths, targets)
 
 
-def batch_targets(data: Dataset, indices: list[int], device: torch.device) -> Tensor:
-    """Target ids of clips `indices`, (B, L) padded with -1, on the device (no frames read)."""
-    rows = [data.targets[i] for i in indices]
-    out = torch.full((len(rows), max(len(r) for r in rows)), -1, dtype=torch.long)
-    for b, r in enumerate(rows):
-        out[b, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out.to(device, non_blocking=True)
-
-
 # --------------------------------------------------------------------------- build, read, lock
 
 

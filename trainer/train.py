@@ -183,7 +183,7 @@ def evaluate(
         ids = [data.ids[i] for i in batch_idx]
         if features is not None:
             feats, lengths = features.gather(batch_idx, 0)  # (B, T, widths[-1]): the validation view
-            targets = fcache.batch_targets(data, batch_idx, device)
+            targets = data.padded_targets(batch_idx)[0].to(device, non_blocking=True)
             with autocast:
                 enc, enc_lengths = model.encode_features(feats, lengths)  # (B, T, D)
                 if losses:
@@ -463,7 +463,7 @@ def train(
                         x, all_lengths = features.gather(batch_idx, views)  # (B, T, widths[-1])
                         aug = cfg.augment
                         x = fcache.mask_features(x, all_lengths, aug.time_mask_window, aug.time_mask_stride, gen)
-                        all_targets = fcache.batch_targets(data, batch_idx, device)
+                        all_targets = data.padded_targets(batch_idx)[0].to(device, non_blocking=True)
                     else:
                         batch = data.collate(batch_idx).to(device)
                         x = augment_batch(batch.video, batch.lengths, cfg.augment, train=True, generator=gen)
