@@ -32,12 +32,16 @@ def decode_stepwise(decoder: TransformerDecoder, tokens: torch.Tensor, memory, l
 
 
 @pytest.mark.parametrize("sdpa", [True, False])
-def test_decoder_step_matches_teacher_forcing(monkeypatch, sdpa):
+@pytest.mark.parametrize(
+    "lengths, n_steps",
+    [([9, 5, 2], 7), ([5, 3], 40)],  # 40 steps: a new cache buffer every `GROWTH` positions, several times
+)
+def test_decoder_step_matches_teacher_forcing(monkeypatch, sdpa, lengths, n_steps):
     monkeypatch.setattr(attention, "USE_SDPA", sdpa)
     decoder = small_decoder()
-    memory = torch.randn(3, 9, 16)
-    lengths = torch.tensor([9, 5, 2])
-    tokens = torch.randint(0, 11, (3, 7))
+    memory = torch.randn(len(lengths), max(lengths), 16)
+    lengths = torch.tensor(lengths)
+    tokens = torch.randint(0, 11, (len(lengths), n_steps))
     with torch.no_grad():
         full = torch.log_softmax(decoder(tokens, memory, lengths), dim=-1)
         steps = decode_stepwise(decoder, tokens, memory, lengths)
@@ -86,18 +90,6 @@ def test_decoder_state_select_reorders_expands_and_drops_utterances():
         )
     torch.testing.assert_close(got, fresh[:, -1], rtol=0, atol=1e-5)
     assert kept.src_k[0].shape[0] == 1 and kept.src_mask.shape == (1, 1, 1, 6) and kept.kv.size(2) == 2
-
-
-def test_decoder_cache_grows_past_its_first_capacity():
-    """40 steps (a new cache buffer every `GROWTH` positions) give the teacher-forced log-probs."""
-    decoder = small_decoder()
-    memory = torch.randn(2, 5, 16)
-    lengths = torch.tensor([5, 3])
-    tokens = torch.randint(0, 11, (2, 40))
-    with torch.no_grad():
-        full = torch.log_softmax(decoder(tokens, memory, lengths), dim=-1)
-        steps = decode_stepwise(decoder, tokens, memory, lengths)
-    torch.testing.assert_close(steps, full, rtol=0, atol=1e-5)
 
 
 def test_decoder_step_with_more_tokens_than_hypotheses_asks_for_select():
