@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from trainer.errors import ConfigError
+from trainer.metrics import SELECTABLE, suggest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -124,7 +125,8 @@ class TrainConfig:
     accumulate: int = opt(1, "batches per optimizer step", min=1)
     seed: int = opt(42, "seed of weights, batch order and augmentation", min=0)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = opt("auto", "auto: fp16 + grad scaler on P100/T4, bf16 where supported, fp32 on CPU")
-    patience: int = opt(0, "stop after this many validations without a better val/cer (0: never)", min=0)
+    select_metric: str = opt("val/cer", "validation metric that picks best.pt, early stopping and pruning (a sweep sets its own)")
+    patience: int = opt(0, "stop after this many validations without a better select_metric (0: never)", min=0)
     val_every: int = opt(1, "validate every N epochs", min=1)
     max_minutes: float = opt(0.0, "stop after this many minutes (0: no budget)", min=0.0)
     run_dir: str = opt("runs", "folder holding one folder per run")
@@ -387,6 +389,11 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"data.min_frames ({cfg.data.min_frames}) is above data.max_frames ({cfg.data.max_frames})")
     if cfg.augment.crop_size > cfg.data.image_size:
         raise ConfigError(f"augment.crop_size ({cfg.augment.crop_size}) is larger than data.image_size ({cfg.data.image_size})")
+    if cfg.train.select_metric not in SELECTABLE:
+        raise ConfigError(
+            f"train.select_metric: '{cfg.train.select_metric}' is not a validation metric"
+            f"{suggest(cfg.train.select_metric, SELECTABLE)} (allowed: {', '.join(SELECTABLE)})"
+        )
     parts = {"frontend", "proj_encoder", "encoder", "decoder", "ctc"}
     for p in cfg.model.pretrained.parts:
         if p not in parts:
