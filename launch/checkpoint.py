@@ -30,7 +30,7 @@ def inspect_command(path: Path, config_path: str | None, show_keys: bool, overri
 
     from trainer.config import apply_overrides, config_from_dict, load_config
     from trainer.model.lipreader import LipReader, apply_freezing, count_parameters
-    from trainer.model.pretrained import describe, load_state, read_checkpoint, unwrap
+    from trainer.model.pretrained import PARTS, describe, load_state, read_checkpoint, unwrap
     from trainer.text import Tokenizer
 
     raw = read_checkpoint(path)
@@ -40,10 +40,11 @@ def inspect_command(path: Path, config_path: str | None, show_keys: bool, overri
     for key, value in describe(state).items():
         click.echo(f"  {key} = {value}")
 
+    own = config_path is None and fmt == "lipsweep" and isinstance(raw.get("config"), dict)
     if config_path is not None:
         cfg, source = load_config(config_path, list(overrides)), config_path
-    elif fmt == "lipsweep" and isinstance(raw.get("config"), dict):
-        cfg, source = config_from_dict(raw["config"]), "the checkpoint's own config"
+    elif own:
+        cfg, source = config_from_dict(raw["config"]), "the checkpoint's own config; every part, as eval loads it"
         apply_overrides(cfg, list(overrides))
     else:
         cfg, source = load_config("base", list(overrides)), "configs/base.yaml"
@@ -51,7 +52,8 @@ def inspect_command(path: Path, config_path: str | None, show_keys: bool, overri
     click.echo(f"\nloading into the model of {source} (output size {odim} from {cfg.data.vocab}):")
     with torch.device("meta"):  # shapes only: nothing is allocated or copied
         model = LipReader(cfg.model, odim)
-    report = load_state(model, state, cfg.model.pretrained.parts, str(path), fmt)
+    parts = [p for p in PARTS if p != "adapter" or model.adapter is not None] if own else cfg.model.pretrained.parts
+    report = load_state(model, state, parts, str(path), fmt)
     apply_freezing(model, cfg.model.freeze)
     click.echo(report.table(keys=show_keys))
     click.echo("")

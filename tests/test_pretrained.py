@@ -237,3 +237,27 @@ def test_cli_inspect_reports_without_training(reference_dir, tmp_path):
     assert isinstance(result.exception, CheckpointError)
     msg = str(result.exception)
     assert "frontend.frontend3D.0.weight" in msg and "[16, 1, 5, 7, 7]" in msg and "[64, 1, 5, 7, 7]" in msg
+
+
+def test_cli_inspect_of_an_own_checkpoint_lists_every_part_as_eval_loads_it(tiny_config, tmp_path):
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+    from trainer.config import to_dict
+    from trainer.text import Tokenizer
+
+    run = tmp_path / "runs" / "r1"
+    (run / "checkpoints").mkdir(parents=True)
+    model = LipReader(tiny_config.model, Tokenizer.from_config(tiny_config.data).vocab_size)
+    torch.save({"model": model.state_dict(), "config": to_dict(tiny_config), "epoch": 1}, run / "checkpoints" / "best.pt")
+
+    result = CliRunner().invoke(cli, ["checkpoint", "inspect", str(run / "checkpoints" / "best.pt")])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line.startswith("  loaded ")]
+    assert {r[1] for r in rows} == {"frontend", "proj_encoder", "encoder", "decoder", "ctc"}
+    assert "re-initialised" not in result.output.split("status")[1]
+
+    # the path a reader guesses from the run folder's layout: the message names the real one
+    result = CliRunner().invoke(cli, ["checkpoint", "inspect", str(run / "best.pt")])
+    assert isinstance(result.exception, CheckpointError)
+    assert f"did you mean {run / 'checkpoints' / 'best.pt'}?" in str(result.exception)

@@ -78,7 +78,7 @@ def read_checkpoint(path: str | Path) -> Any:
     """torch.load with weights_only=True; a CheckpointError naming the file for a missing, corrupted or code-carrying one."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}{_checkpoint_hint(path)}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -91,6 +91,14 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupted or another format): {e}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupted or truncated?): {e}") from None
+
+
+def _checkpoint_hint(path: Path) -> str:
+    """'; did you mean RUN/checkpoints/best.pt?' where `path` names a run folder or a file beside its checkpoints/."""
+    for candidate in (path / "checkpoints" / "best.pt", path.parent / "checkpoints" / path.name):
+        if candidate.is_file():
+            return f"; did you mean {candidate}? (a run keeps best.pt and last.pt in RUN/checkpoints/)"
+    return ""
 
 
 def _strip(key: str, prefixes: tuple[str, ...]) -> str:
