@@ -28,10 +28,12 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from analysis.optuna_runs import load_study  # noqa: E402
 from analysis.plots import save_figure  # noqa: E402
 from analysis.rank import format_table, metric_column, rank_runs  # noqa: E402
 from analysis.report import Report  # noqa: E402
-from analysis.runs import STATES, Source, load_runs, load_study, parse_source, run_history  # noqa: E402
+from analysis.rows import STATES, Source, parse_source  # noqa: E402
+from analysis.runs import load_runs, run_history  # noqa: E402
 from trainer.io import atomic_write_text  # noqa: E402
 
 COMPLETED = ("finished", "stopped")  # runs whose metric is final (pruned runs stopped early)
@@ -278,9 +280,7 @@ def compare(
     )
 
     report.heading("Ranking")
-    shown = ranked[
-        ["rank", "name", "state", *params, *[c for c in ranked.columns if "/" in c or c in ("epoch_best", "epochs")]]
-    ]
+    shown = ranked[["rank", "name", "state", *params, column, "epoch_best", "epochs"]]
     report.table(list(shown.columns), [[_plain(v) for v in row] for row in shown.itertuples(index=False)])
 
     report.heading(f"Learning curves of the top {len(leaders)}")

@@ -29,9 +29,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis.fonts import arabic_rc  # noqa: E402
+from analysis.local_runs import read_run_summary  # noqa: E402
 from analysis.plots import learning_curves, save_figure  # noqa: E402
 from analysis.report import Report  # noqa: E402
-from analysis.runs import number, read_run_summary  # noqa: E402
+from analysis.rows import number  # noqa: E402
 from trainer.config import Config, load_config  # noqa: E402
 from trainer.errors import DataError  # noqa: E402
 from trainer.text import split_token  # noqa: E402

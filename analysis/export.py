@@ -9,7 +9,10 @@ from typing import Any
 import pandas as pd
 
 from analysis.rank import best_run, metric_column
-from analysis.runs import Source, flatten_dict, load_runs, parse_source, wandb_api
+from analysis.rows import Source, parse_source
+from analysis.runs import load_runs
+from analysis.wandb_runs import run_config as wandb_config
+from analysis.wandb_runs import wandb_api
 from trainer.config import Config, config_from_dict, load_config, save_config, to_flat
 from trainer.errors import CheckpointError, DataError
 
@@ -17,9 +20,7 @@ from trainer.errors import CheckpointError, DataError
 def run_config(source: Source, row: pd.Series, api: Any = None) -> Config:
     """The resolved config of one run: its run folder's config.yaml (or best.pt's copy), or its W&B config."""
     if source.kind == "wandb":
-        run = wandb_api(api).run(f"{source.path}/{row['run_id']}")
-        flat = flatten_dict({k: v for k, v in run.config.items() if not k.startswith("_")})
-        return config_from_dict(flat)
+        return config_from_dict(wandb_config(wandb_api(api).run(f"{source.path}/{row['run_id']}")))
     run_dir = Path(str(row["location"]))
     if (run_dir / "config.yaml").exists():
         return load_config(run_dir / "config.yaml")

@@ -1,5 +1,9 @@
 """Rank runs by a metric: ties share a rank, failed runs come last; a Pareto front for several objectives.
 
+`--by` names any metric of the registry (trainer/metrics.py) or its short column name; its goal sets the
+direction. A metric runs may select by ranks by its best over each run's epochs (`val/cer` ->
+`val/cer_best`), any other by its value at the run's best epoch (`val/hyp_len_ratio@best`).
+
 Several objectives (a `metrics:` sweep): `with_pareto` adds one column per objective (the values at the
 epoch where the first objective is best, as `sweep local` tells its multi-objective study) and a `pareto`
 column marking the runs no other run beats.
@@ -20,38 +24,67 @@ import numpy as np
 import pandas as pd
 
 from analysis.report import fmt
-from analysis.runs import Source, load_runs, load_yaml, run_history
+from analysis.rows import Source, at_best
+from analysis.runs import load_runs, load_yaml, run_history
 from trainer.errors import ConfigError
+from trainer.metrics import DEFAULT, METRICS, SELECTABLE, Metric, best_key, suggest
 
-# `--by` names a metric as the user says it; the table holds its summary columns.
-ALIASES = {"val/cer": "val/cer_best", "cer": "val/cer_best", "val/cer_ctc_greedy": "val/cer_ctc_greedy@best"}
 UNRANKED_STATES = ("failed",)
+SHORT_NAMES = {m.column: name for name, m in METRICS.items()}  # `--by cer` is `--by val/cer`
+SUFFIXES = ("@best", "_best", "_last", "_low", "_high")
+
+
+def column_metric(column: str) -> Metric | None:
+    """The registry metric a table column summarises ('val/cer_best' -> val/cer), or None."""
+    if column in METRICS:
+        return METRICS[column]
+    for suffix in SUFFIXES:
+        if column.endswith(suffix) and column.removesuffix(suffix) in METRICS:
+            return METRICS[column.removesuffix(suffix)]
+    return None
 
 
 def metric_column(table: pd.DataFrame, by: str) -> str:
-    column = ALIASES.get(by, by)
+    """The column `--by` names: a column of the table as it is, else a registry metric (or its short name): its
+    best over each run's epochs when runs may select by it, else its value at the run's best epoch."""
+    name = SHORT_NAMES.get(by, by)
+    if by not in table.columns and name in METRICS:
+        column = best_key(name) if name in SELECTABLE else at_best(name)
+    else:
+        column = by
     if column not in table.columns:
         numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
-        raise ConfigError(f"cannot rank by {by!r}: no such column; numeric columns: {', '.join(numeric)}")
+        raise ConfigError(
+            f"cannot rank by {by!r}: not a metric lipsweep logs nor a column{suggest(by, [*METRICS, *numeric])}; "
+            f"metrics: {', '.join(METRICS)}"
+        )
     if not pd.api.types.is_numeric_dtype(table[column]):
         raise ConfigError(f"cannot rank by {by!r}: the column is not numeric")
     return column
 
 
+def lower_is_better_for(column: str) -> bool:
+    """A metric column's direction from its goal in the registry; other columns (parameters) lower first."""
+    m = column_metric(column)
+    return m is None or m.goal == "minimize"
+
+
 def rank_runs(
     source: pd.DataFrame | str | Path | Source,
-    by: str = "val/cer",
+    by: str = DEFAULT,
     *,
     top: int | None = None,
-    lower_is_better: bool = True,
+    lower_is_better: bool | None = None,
     api: Any = None,
 ) -> pd.DataFrame:
-    """The runs of `source` (a table from `load_runs`, or a source for it) sorted best first with a `rank` column."""
+    """The runs of `source` (a table from `load_runs`, or a source for it) sorted best first with a `rank` column;
+    the direction follows the metric's goal unless `lower_is_better` says otherwise."""
     table = source if isinstance(source, pd.DataFrame) else load_runs(source, api=api)
     column = metric_column(table, by)
+    lower = lower_is_better_for(column) if lower_is_better is None else lower_is_better
     metric = table[column]
     rankable = metric.notna() & ~table["state"].isin(UNRANKED_STATES)
-    key = metric if lower_is_better else -metric
+    key = metric if lower else -metric
     ranked = table[rankable].assign(_key=key[rankable])
     ranked = ranked.sort_values(["_key", "epoch_best", "runtime_s", "name"], na_position="last", kind="stable")
     ranks = ranked["_key"].rank(method="min").astype("Int64")
@@ -60,11 +93,11 @@ def rank_runs(
     out = pd.concat([ranked, rest]) if len(rest) else ranked
     out["rank"] = out["rank"].astype("Int64")
     out = out[["rank", *[c for c in out.columns if c != "rank"]]].reset_index(drop=True)
-    out.attrs = dict(table.attrs, ranked_by=column)
+    out.attrs = dict(table.attrs, ranked_by=column, lower_is_better=lower)
     return out.head(top) if top is not None else out
 
 
-def best_run(table: pd.DataFrame, by: str = "val/cer", lower_is_better: bool = True) -> pd.Series:
+def best_run(table: pd.DataFrame, by: str = DEFAULT, lower_is_better: bool | None = None) -> pd.Series:
     """The first run of the ranking; a ConfigError when no run has the metric."""
     ranked = rank_runs(table, by, lower_is_better=lower_is_better)
     if ranked.empty or pd.isna(ranked.loc[0, "rank"]):

@@ -11,6 +11,11 @@ SOURCE_HELP = (
     "or the .db file itself), or wandb://entity/project[/sweep_id] (W&B's public API; needs `wandb login`)."
 )
 
+BY_HELP = (
+    "metric to rank by: any metric lipsweep logs (val/cer, val/cer_ctc_greedy, val/distinct, train/loss, ...) or its "
+    "short column name (cer, cer_ctc, ...), or a numeric column of the table; the metric's goal sets the direction"
+)
+
 
 @click.group("runs")
 def runs_group() -> None:
@@ -20,7 +25,7 @@ def runs_group() -> None:
 @runs_group.command("rank", epilog=SOURCE_HELP)
 @click.argument("source")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="show only the best K runs")
-@click.option("--by", default="val/cer", show_default=True, help="metric column to rank by (lower is better)")
+@click.option("--by", default="val/cer", show_default=True, help=BY_HELP)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown"]), default="table", show_default=True)
 @click.option("--sweep", "sweep_yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="sweep YAML whose parameters are the swept ones (default: config keys that differ between runs)")  # fmt: skip
@@ -49,7 +54,7 @@ def rank_command(source: str, top: int | None, by: str, fmt: str, sweep_yaml: Pa
 @runs_group.command("compare", epilog=SOURCE_HELP)
 @click.argument("source")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="runs whose curves are overlaid")
-@click.option("--by", default="val/cer", show_default=True, help="metric column to rank by (lower is better)")
+@click.option("--by", default="val/cer", show_default=True, help=BY_HELP)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder for the PNGs and report"
 )
@@ -69,7 +74,7 @@ def compare_command(source: str, top: int, by: str, out: Path, sweep_yaml: Path 
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("configs/best.yaml"), show_default=True
 )
-@click.option("--by", default="val/cer", show_default=True, help="metric column to rank by (lower is better)")
+@click.option("--by", default="val/cer", show_default=True, help=BY_HELP)
 def export_best_command(source: str, out: Path, by: str) -> None:
     """Write the best run's resolved config as a YAML that `python -m launch train --config OUT` takes as it is."""
     from analysis.export import export_best

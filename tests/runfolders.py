@@ -97,22 +97,20 @@ def write_run(
 
 
 class RecordedService:
-    """Stands in for wandb's ServiceApi: answers the sampled-history GraphQL query from the recorded fixture, and
+    """Stands in for wandb's ServiceApi: answers the run-history GraphQL query from the recorded fixture, and
     fails on any other query, so the test proves which requests the code makes."""
 
     def __init__(self, fixture: dict):
         self.app_url = fixture["app_url"]
         self.history = {r["attrs"]["name"]: r["history"] for r in fixture["runs"]}
-        self.queries: list[tuple[str, list[str]]] = []
+        self.queries: list[tuple[str, int]] = []  # (run name, samples asked for)
 
     def execute_graphql(self, query: str, variables: dict | None = None) -> dict:
-        if "sampledHistory" not in query:
+        if "RunFullHistory" not in query:
             raise AssertionError(f"unexpected W&B query: {query[:120]}")
-        spec = json.loads(variables["specs"][0])
-        keys = spec["keys"]
-        self.queries.append((variables["name"], keys))
-        rows = [{k: r[k] for k in keys} for r in self.history[variables["name"]] if all(k in r for k in keys)]
-        return {"project": {"run": {"sampledHistory": [rows[: spec["samples"]]]}}}
+        self.queries.append((variables["name"], variables["samples"]))
+        rows = self.history[variables["name"]][: variables["samples"]]
+        return {"project": {"run": {"history": [json.dumps(r) for r in rows]}}}
 
 
 class RecordedApi:

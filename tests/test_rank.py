@@ -18,6 +18,7 @@ from analysis.rank import (
 )
 from analysis.runs import load_runs, make_table
 from trainer.errors import ConfigError
+from trainer.metrics import METRICS
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
@@ -49,14 +50,34 @@ def test_ranking_does_not_depend_on_the_input_order(order):
 
 
 def test_top_and_other_metrics_and_direction():
-    rows = [{**r, "val/cer_ctc_greedy@best": 1 - r["val/cer_best"]} for r in RUNS]
+    rows = [{**r, "val/cer_ctc_greedy_best": 1 - r["val/cer_best"], "val/distinct_best": r["val/cer_best"],
+             "val/hyp_len_ratio@best": r["val/cer_best"]} for r in RUNS]  # fmt: skip
     assert list(rank_runs(table(rows), top=2)["name"]) == ["best", "fast-tie"]
-    by_greedy = rank_runs(table(rows), "val/cer_ctc_greedy")  # alias of the column at the best epoch
-    assert by_greedy["name"].iloc[0] == "worst"
+    by_greedy = rank_runs(table(rows), "val/cer_ctc_greedy")  # a selectable metric: its best over the epochs
+    assert by_greedy["name"].iloc[0] == "worst" and by_greedy.attrs["ranked_by"] == "val/cer_ctc_greedy_best"
+    assert list(rank_runs(table(rows), "cer_ctc")["name"]) == list(by_greedy["name"])  # the registry's short name
+    by_distinct = rank_runs(table(rows), "val/distinct")  # the registry says: higher is better
+    assert by_distinct["name"].iloc[0] == "worst" and by_distinct.attrs["lower_is_better"] is False
+    by_ratio = rank_runs(table(rows), "val/hyp_len_ratio")  # not selectable: its value at the best epoch
+    assert by_ratio.attrs["ranked_by"] == "val/hyp_len_ratio@best" and by_ratio["name"].iloc[0] == "worst"
     by_lr = rank_runs(table(RUNS), "optim.lr", lower_is_better=False)
     assert by_lr["name"].iloc[0] == "fast-tie"
-    with pytest.raises(ConfigError, match="cannot rank by 'val/wer'"):
-        rank_runs(table(RUNS), "val/wer")
+    with pytest.raises(ConfigError, match="cannot rank by 'val/cerr'.*did you mean val/cer"):
+        rank_runs(table(RUNS), "val/cerr")
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_every_registry_metric_ranks_the_way_its_goal_says(tmp_path, name):
+    from runfolders import epochs, write_run
+
+    for run, value in (("low", 0.2), ("high", 0.8)):
+        rows = epochs([0.5, 0.4])
+        for r in rows:
+            r[name] = value
+        write_run(tmp_path, run, rows)
+    ranked = rank_runs(load_runs(tmp_path), name)
+    assert list(ranked["name"]) == (["low", "high"] if METRICS[name].goal == "minimize" else ["high", "low"])
+    assert list(rank_runs(load_runs(tmp_path), METRICS[name].column)["name"]) == list(ranked["name"])
 
 
 def test_best_run_and_no_usable_run():
