@@ -29,8 +29,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis.optuna_runs import load_study  # noqa: E402
-from analysis.plots import save_figure  # noqa: E402
-from analysis.rank import format_table, metric_column, rank_runs  # noqa: E402
+from analysis.plots import interval_plot, save_figure  # noqa: E402
+from analysis.rank import format_table, rank_table, ranking_notes  # noqa: E402
 from analysis.report import Report  # noqa: E402
 from analysis.rows import STATES, Source, parse_source  # noqa: E402
 from analysis.runs import load_runs, run_history  # noqa: E402
@@ -256,6 +256,37 @@ def param_importance(table: pd.DataFrame, column: str = "val/cer_best") -> Impor
 # --------------------------------------------------------------------------- the report
 
 
+def ranking_section(report: Report, ranked: pd.DataFrame, params: list[str], out_dir: Path) -> None:
+    """The ranking with its noise: the table, the intervals as error bars, and which differences are real."""
+    column = ranked.attrs["ranked_by"]
+    metric = ranked.attrs.get("interval_of", "val/cer")
+    report.heading("Ranking")
+    noise = [f"{metric}_low", f"{metric}_high", "tied", "collapsed"]
+    shown = ranked[["rank", "name", "state", *params, column, *noise, "epoch_best", "epochs"]]
+    report.table(list(shown.columns), [[_plain(v) for v in row] for row in shown.itertuples(index=False)])
+    for note in ranking_notes(ranked):
+        report.text(note)
+    if ranked[f"{metric}_low"].notna().any():
+        report.image(interval_plot(ranked, out_dir / "intervals.png"), f"{metric} of each run with its 95% interval")
+
+
+def parameter_sections(
+    report: Report, table: pd.DataFrame, params: list[str], column: str, out_dir: Path, top: int
+) -> None:
+    """One scatter per parameter, the parallel coordinates and the parameter importance."""
+    report.heading(f"Parameters against {column}")
+    for p in params:
+        report.image(param_scatter(table, p, column, out_dir / f"scatter_{safe_name(p)}.png"), f"{column} vs {p}")
+    report.heading("Parallel coordinates")
+    report.image(parallel_coordinates(table, params, column, out_dir / "parallel_coordinates.png", top=top))
+    report.heading("Parameter importance")
+    importance = param_importance(table, column)
+    report.text(f"Method: {importance.method}; {importance.note}.")
+    if importance.values:
+        report.table(["parameter", "importance"], [[k, round(v, 4)] for k, v in importance.values.items()])
+        report.image(importance_plot(importance, out_dir / "importance.png"))
+
+
 def compare(
     source: str | Path | Source | pd.DataFrame,
     out_dir: str | Path,
@@ -267,41 +298,27 @@ def compare(
     """Write the comparison plots and `compare.md`/`compare.html` into `out_dir`; returns the HTML page."""
     table = source if isinstance(source, pd.DataFrame) else load_runs(source, api=api)
     out_dir = Path(out_dir)
-    column = metric_column(table, by)
-    ranked = rank_runs(table, by)
+    ranked = rank_table(table, by, api=api)
+    column = ranked.attrs["ranked_by"]
     params = list(table.attrs.get("params", []))
     leaders = ranked[ranked["rank"].notna()].head(top)
     report = Report(f"Runs of {table.attrs['source']}")
     counts = table["state"].value_counts()
     states = ", ".join(f"{counts[s]} {s}" for s in STATES if s in counts)
+    direction = "lower" if ranked.attrs["lower_is_better"] else "higher"
     report.text(
-        f"{len(table)} runs ({states}); ranked by {column}, lower is better; swept parameters: "
+        f"{len(table)} runs ({states}); ranked by {column}, {direction} is better; swept parameters: "
         f"{', '.join(params) or 'none found'}."
     )
-
-    report.heading("Ranking")
-    shown = ranked[["rank", "name", "state", *params, column, "epoch_best", "epochs"]]
-    report.table(list(shown.columns), [[_plain(v) for v in row] for row in shown.itertuples(index=False)])
-
+    ranking_section(report, ranked, params, out_dir)
     report.heading(f"Learning curves of the top {len(leaders)}")
     histories = [
         (f"#{int(r['rank'])} {r['name']} ({r[column]:.3f})", run_history(table.attrs["source"], r, api=api))
         for _, r in leaders.iterrows()
     ]
     report.image(overlay_curves(histories, out_dir / "learning_curves_top.png"), "val/cer and train/loss per epoch")
-
     if params:
-        report.heading(f"Parameters against {column}")
-        for p in params:
-            report.image(param_scatter(table, p, column, out_dir / f"scatter_{safe_name(p)}.png"), f"{column} vs {p}")
-        report.heading("Parallel coordinates")
-        report.image(parallel_coordinates(table, params, column, out_dir / "parallel_coordinates.png", top=top))
-        report.heading("Parameter importance")
-        importance = param_importance(table, column)
-        report.text(f"Method: {importance.method}; {importance.note}.")
-        if importance.values:
-            report.table(["parameter", "importance"], [[k, round(v, 4)] for k, v in importance.values.items()])
-            report.image(importance_plot(importance, out_dir / "importance.png"))
+        parameter_sections(report, table, params, column, out_dir, top)
     atomic_write_text(out_dir / "ranking.md", format_table(ranked, "markdown"))
     return report.write(out_dir, "compare")[1]
 

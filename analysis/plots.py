@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -43,4 +44,25 @@ def learning_curves(rows: Sequence[dict[str, Any]], out: Path, title: str = "") 
         ax.legend()
     if title:
         fig.suptitle(title)
+    return save_figure(fig, out)
+
+
+def interval_plot(ranked: pd.DataFrame, out: Path) -> Path:
+    """Each run with predictions (ranked best first): its CER at its best epoch with the 95% bootstrap interval as an
+    error bar; the reference run red, runs tied with it blue, runs worse beyond noise grey."""
+    metric = ranked.attrs.get("interval_of", "val/cer")
+    runs = ranked[ranked[f"{metric}_low"].notna()].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(runs) + 2.5), 4.2))
+    ref = ranked.attrs.get("tied_with")
+    for i, r in runs.iterrows():
+        point = (
+            r[f"{metric}@best"] if pd.notna(r.get(f"{metric}@best")) else (r[f"{metric}_low"] + r[f"{metric}_high"]) / 2
+        )
+        below, above = max(0.0, point - r[f"{metric}_low"]), max(0.0, r[f"{metric}_high"] - point)
+        tied = pd.notna(r["tied"]) and bool(r["tied"])
+        color = "tab:red" if r["name"] == ref else "tab:blue" if tied else "tab:gray"
+        ax.errorbar([i], [point], yerr=[[below], [above]], fmt="o", color=color, capsize=4)
+    ax.set_xticks(range(len(runs)), [str(n) for n in runs["name"]], rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel=metric, title=f"{metric} with 95% bootstrap intervals (red: {ref}; blue: tied with it; grey: worse)")
+    ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, out)

@@ -23,6 +23,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from analysis.collapse import collapse_of
+from analysis.noise import noise_columns
+from analysis.predictions import run_predictions
 from analysis.report import fmt
 from analysis.rows import Source, at_best
 from analysis.runs import load_runs, load_yaml, run_history
@@ -95,6 +98,51 @@ def rank_runs(
     out = out[["rank", *[c for c in out.columns if c != "rank"]]].reset_index(drop=True)
     out.attrs = dict(table.attrs, ranked_by=column, lower_is_better=lower)
     return out.head(top) if top is not None else out
+
+
+def rank_table(
+    source: pd.DataFrame | str | Path | Source,
+    by: str = DEFAULT,
+    *,
+    top: int | None = None,
+    api: Any = None,
+    sweep_yaml: str | Path | None = None,
+) -> pd.DataFrame:
+    """The ranking every command shows: `rank_runs`, then for the runs with validation predictions the bootstrap
+    interval and `tied` (analysis/noise.py), and `collapsed` for every run it can judge (analysis/collapse.py);
+    runs without predictions get empty cells."""
+    table = source if isinstance(source, pd.DataFrame) else load_runs(source, api=api, sweep_yaml=sweep_yaml)
+    ranked = rank_runs(table, by)
+    tables = table.attrs.get("wandb_tables", {})
+    preds = [run_predictions(table.attrs["source"], row, tables, api) for _, row in ranked.iterrows()]
+    metric = column_metric(ranked.attrs["ranked_by"])
+    ranked = noise_columns(ranked, preds, metric.name if metric is not None else DEFAULT)
+    judged = [collapse_of(row, pred).collapsed for (_, row), pred in zip(ranked.iterrows(), preds, strict=True)]
+    ranked["collapsed"] = pd.array(judged, dtype="boolean")
+    return ranked.head(top) if top is not None else ranked
+
+
+def ranking_notes(ranked: pd.DataFrame) -> list[str]:
+    """What the noise and collapse columns of a `rank_table` say, one line each."""
+    metric = ranked.attrs.get("interval_of", DEFAULT)
+    with_preds = ranked[f"{metric}_low"].notna()
+    if not with_preds.any():
+        notes = ["no run has val_predictions.csv (older runs): no intervals, no ties"]
+    else:
+        ref = ranked.attrs.get("tied_with")
+        tied = ranked["name"][ranked["tied"].fillna(False).astype(bool) & (ranked["name"] != ref)]
+        apart = ranked["name"][(~ranked["tied"].fillna(True).astype(bool))]
+        notes = [
+            f"{metric}_low/_high: 95% bootstrap interval over each run's validation clips ({int(with_preds.sum())} of "
+            f"{len(ranked)} runs have predictions); tied: the paired difference from {ref} is within noise",
+            f"tied with {ref}: {', '.join(tied) or 'none'}; really worse than {ref}: {', '.join(apart) or 'none'}",
+        ]
+    collapsed = ranked["name"][ranked["collapsed"].fillna(False).astype(bool)]
+    if len(collapsed):
+        notes.append(
+            f"collapsed (one output for most clips, or no better than the best constant output): {', '.join(collapsed)}"
+        )
+    return notes
 
 
 def best_run(table: pd.DataFrame, by: str = DEFAULT, lower_is_better: bool | None = None) -> pd.Series:

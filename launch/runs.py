@@ -33,8 +33,9 @@ def runs_group() -> None:
               help="mark the Pareto-optimal runs on these metrics, e.g. val/cer,time/epoch_s (`:max` for a goal to "
                    "maximize); default: the sweep YAML's metrics: when it has several")  # fmt: skip
 def rank_command(source: str, top: int | None, by: str, fmt: str, sweep_yaml: Path | None, pareto: str | None) -> None:
-    """Print the runs of SOURCE ranked by best val/cer: ties share a rank, failed runs come last."""
-    from analysis.rank import format_table, parse_objectives, rank_runs, sweep_objectives, with_pareto
+    """Print the runs of SOURCE ranked by best val/cer: ties share a rank, failed runs come last; for runs with
+    validation predictions, the 95% bootstrap interval and whether each is tied with the best; collapsed runs marked."""
+    from analysis.rank import format_table, parse_objectives, rank_table, ranking_notes, sweep_objectives, with_pareto
     from analysis.runs import SWEEP_COPY, load_runs
 
     table = load_runs(source, sweep_yaml=sweep_yaml)
@@ -44,8 +45,10 @@ def rank_command(source: str, top: int | None, by: str, fmt: str, sweep_yaml: Pa
         objectives = sweep_objectives(kept)
     if objectives:
         table = with_pareto(table, objectives, source)
-    ranked = rank_runs(table, by, top=top)
+    ranked = rank_table(table, by, top=top)
     click.echo(format_table(ranked, fmt), nl=False)
+    for note in ranking_notes(ranked):
+        click.echo(note, err=fmt == "csv")
     if objectives:
         names = ", ".join(f"{n} ({g})" for n, g in objectives)
         click.echo(f"pareto: {int(ranked['pareto'].sum())} run(s) no other run beats on {names}")

@@ -187,3 +187,97 @@ def test_parse_objectives():
         ("val/cer", "min"), ("time/epoch_s", "min"), ("train/clips_per_s", "max")]  # fmt: skip
     with pytest.raises(ConfigError, match="two or more"):
         parse_objectives("val/cer")
+
+
+# --------------------------------------------------------------------------- noise and collapse in the ranking
+
+
+def cer_of(predictions: list[list]) -> float:
+    return sum(int(r[4]) for r in predictions) / sum(int(r[5]) for r in predictions)
+
+
+def noisy_runs(root):
+    """best and its twin (the same predictions), far (3 more errors a clip), old (no predictions), flat (one output
+    for every clip, scored well below the others by its own metrics but worse than its baseline)."""
+    from runfolders import constant_predictions, epochs, fixture_predictions, write_run
+
+    a, far, flat = fixture_predictions("a"), fixture_predictions("a", 3), constant_predictions(60)
+    base = {"val/cer_baseline": 0.9}
+    for name, preds in (("best", a), ("twin", a), ("far", far), ("flat", flat)):
+        rows = epochs([0.95, cer_of(preds) + (0.0001 if name == "twin" else 0)])
+        for r in rows:
+            r.update(base)
+        write_run(root, name, rows, predictions=preds)
+    write_run(root, "old", epochs([0.9, 0.5]))
+    return root
+
+
+def test_rank_table_shows_intervals_ties_and_collapsed_runs(tmp_path):
+    from analysis.rank import rank_table, ranking_notes
+
+    ranked = rank_table(noisy_runs(tmp_path)).set_index("name")
+    assert ranked.loc["best", "tied"] and ranked.loc["twin", "tied"] and not ranked.loc["far", "tied"]
+    assert pd.isna(ranked.loc["old", "tied"]) and math.isnan(ranked.loc["old", "val/cer_low"])
+    assert ranked.loc["best", "val/cer_low"] < cer_of(fixture("a")) < ranked.loc["best", "val/cer_high"]
+    assert ranked.loc["flat", "collapsed"] and not ranked.loc["best", "collapsed"]
+    assert pd.isna(ranked.loc["old", "collapsed"])  # nothing to judge it by
+    notes = "\n".join(ranking_notes(rank_table(tmp_path)))
+    assert "tied with best: twin" in notes and "really worse than best: far" in notes and "collapsed" in notes
+
+
+def fixture(name):
+    from runfolders import fixture_predictions
+
+    return fixture_predictions(name)
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "csv"])
+def test_rank_command_shows_the_noise_in_every_format(tmp_path, fmt):
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+
+    result = CliRunner().invoke(cli, ["runs", "rank", str(noisy_runs(tmp_path)), "--format", fmt])
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0]
+    for column in ("val/cer_low", "val/cer_high", "tied", "collapsed"):
+        assert column in header
+    assert "tied with best: twin" in result.output
+
+
+def test_wandb_runs_give_their_predictions_table_from_the_run(tmp_path):
+    """A run's `val/predictions` wandb.Table, as the summary points to it and the run's files hold it."""
+    import json
+
+    from runfolders import FIXTURE, PREDICTION_COLUMNS, RecordedApi, fixture_predictions
+
+    from analysis.rank import rank_table
+
+    fixture = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    table_path = "media/table/val/predictions_7_e12d677ec9d85ea1b2da.table.json"
+    files = {}
+    for run, extra in (("a1b2c3d4", 0), ("e5f6g7h8", 0)):  # two runs with the same predictions: tied
+        attrs = next(r["attrs"] for r in fixture["runs"] if r["attrs"]["name"] == run)
+        summary = json.loads(attrs["summaryMetrics"])
+        summary["val/predictions"] = {"_type": "table-file", "path": table_path, "ncols": 8, "nrows": 60}
+        attrs["summaryMetrics"] = json.dumps(summary)
+        rows = [
+            [r[0], int(r[1]), r[2], r[3], int(r[4]), int(r[5]), r[6], int(r[7])]
+            for r in fixture_predictions("a", extra)
+        ]
+        files[run] = {table_path: json.dumps({"columns": PREDICTION_COLUMNS, "data": rows})}
+    api = RecordedApi(fixture, files)
+    ranked = rank_table("wandb://lipteam/lipsweep/k3x9q2ab", api=api).set_index("run_id")
+    assert ranked.loc["e5f6g7h8", "tied"] and ranked.loc["a1b2c3d4", "tied"]  # e5f6g7h8 is the best (0.30)
+    assert ranked.loc["a1b2c3d4", "val/cer_low"] == ranked.loc["e5f6g7h8", "val/cer_low"]
+    assert ranked["val/cer_low"].notna().sum() == 2  # the others logged no table: empty cells, no request
+    assert ranked.attrs["tied_with"] == ranked.loc["e5f6g7h8", "name"]
+
+
+def test_compare_draws_the_intervals_and_says_which_differences_are_real(tmp_path):
+    from analysis.compare import compare
+
+    page = compare(noisy_runs(tmp_path / "runs"), tmp_path / "cmp")
+    md = page.with_suffix(".md").read_text(encoding="utf-8")
+    assert "![" in md and "intervals.png" in md and (tmp_path / "cmp" / "intervals.png").stat().st_size > 5000
+    assert "tied with best: twin; really worse than best: far" in md

@@ -380,7 +380,7 @@ def test_cli_rank_compare_export(tmp_path: Path):
     runner = CliRunner()
     ranked = runner.invoke(cli, ["runs", "rank", str(runs), "--top", "2", "--format", "csv"])
     assert ranked.exit_code == 0, ranked.output
-    lines = ranked.output.splitlines()
+    lines = ranked.stdout.splitlines()  # the notes go to stderr beside a CSV
     assert len(lines) == 3 and lines[1].startswith("1,r3,r3,finished") and lines[2].startswith("2,")
     out = tmp_path / "best.yaml"
     exported = runner.invoke(cli, ["runs", "export-best", str(runs), "--out", str(out)])
