@@ -72,15 +72,23 @@ def compare_command(source: str, top: int, by: str, out: Path, sweep_yaml: Path 
     click.echo(f"wrote {page} and {page.with_suffix('.md')} with their PNGs in {out}")
 
 
-@runs_group.command("export-best", epilog=SOURCE_HELP)
+@runs_group.command("export-best", epilog=SOURCE_HELP + " Or a `sweep confirm` folder (its confirm.csv).")
 @click.argument("source")
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("configs/best.yaml"), show_default=True
 )
 @click.option("--by", default="val/cer", show_default=True, help=BY_HELP)
-def export_best_command(source: str, out: Path, by: str) -> None:
-    """Write the best run's resolved config as a YAML that `python -m launch train --config OUT` takes as it is."""
-    from analysis.export import export_best
+@click.option("--force", is_flag=True, help="export even a collapsed run (one output for most clips, or no better "
+              "than the best constant output)")  # fmt: skip
+def export_best_command(source: str, out: Path, by: str, force: bool) -> None:
+    """Write the best run's resolved config as a YAML that `python -m launch train --config OUT` takes as it is;
+    from a confirm folder, the config with the best mean over its seeds. Exit status 1 when the best is collapsed
+    (without --force)."""
+    from analysis.export import ExportRefused, export_best
 
-    path = export_best(source, out, by=by)
+    try:
+        path = export_best(source, out, by=by, force=force)
+    except ExportRefused as e:
+        click.echo(f"refused: {e}", err=True)
+        raise SystemExit(1) from None
     click.echo(f"wrote {path}; train it with: python -m launch train --config {path}")

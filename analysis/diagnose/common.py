@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import pandas as pd
+
 from analysis.rows import number
 from trainer.config import Config
 
@@ -59,3 +61,5 @@ class Context:
     metrics: dict[str, Any]  # the metrics of that epoch (the decoded ones win)
     decoded: Decoded | None = None
     why_not: str = ""  # why the split was not decoded
+    predictions: pd.DataFrame | None = None  # per clip (analysis/predictions.py): decoded, or val_predictions.csv
+    predictions_from: str = ""

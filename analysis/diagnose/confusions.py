@@ -22,6 +22,7 @@ from analysis.fonts import arabic_rc  # noqa: E402
 from analysis.plots import save_figure  # noqa: E402
 from analysis.report import Report  # noqa: E402
 from analysis.rows import number  # noqa: E402
+from trainer.config import Config  # noqa: E402
 from trainer.errors import DataError  # noqa: E402
 from trainer.text import split_token  # noqa: E402
 
@@ -95,8 +96,9 @@ def confusion_heatmap(counts: Counter, out: Path, top: int = 15) -> Path:
         return save_figure(fig, out)
 
 
-def length_note(rows: Sequence[dict[str, Any]]) -> str:
-    """How long the hypotheses are against the references, and what too short or too long suggests."""
+def length_note(rows: Sequence[dict[str, Any]], cfg: Config | None = None) -> str:
+    """How long the hypotheses are against the references, and what too short or too long suggests (for this config:
+    no larger decode.ctc_weight once it is 1)."""
     ref = sum(len(r["ref_ids"]) for r in rows)
     hyp = sum(len(r["hyp_ids"]) for r in rows)
     ratio = hyp / max(1, ref)
@@ -104,10 +106,8 @@ def length_note(rows: Sequence[dict[str, Any]]) -> str:
     if ratio < 0.8:
         return text + ": too short, deletions dominate (the search ends early; try a length bonus, decode.penalty > 0)."
     if ratio > 1.2:
-        return (
-            text
-            + ": too long, insertions dominate (repeats; try a smaller decode.penalty or a larger decode.ctc_weight)."
-        )
+        larger = " or a larger decode.ctc_weight" if cfg is None or cfg.decode.ctc_weight < 1 else ""
+        return text + f": too long, insertions dominate (repeats; try a smaller decode.penalty{larger})."
     return text + "."
 
 
@@ -148,7 +148,7 @@ def confusions_section(report: Report, ctx: Context, top_tokens: int) -> None:
         total = sum(kinds.values())
         report.text("Errors by kind: " + ", ".join(f"{k} {n} ({n / total:.0%})" for k, n in kinds.most_common()) + ".")
         if ctx.decoded is not None:
-            report.text(length_note(ctx.decoded.rows))
+            report.text(length_note(ctx.decoded.rows, ctx.cfg))
         report.table(
             ["reference", "decoded", "kind", "count"],
             [[r or EMPTY, h or EMPTY, error_kind(r, h), n] for (r, h), n in counts.most_common(15)],

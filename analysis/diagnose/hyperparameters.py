@@ -102,6 +102,8 @@ def ctc_weight_checks(cfg: Config) -> list[Finding]:
                 "prefix scores use an untrained head; auto_avsr uses 0.1",
             )
         ]
+    elif m.ctc_weight == 1 and d.ctc_weight == 1:
+        out = [Finding("ok", "model.ctc_weight", "1 (training) and 1 (decoding): a CTC-only model, no decoder in use")]
     elif m.ctc_weight == 1:
         out = [
             Finding(

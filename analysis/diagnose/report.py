@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from analysis.diagnose.collapse import collapse_verdict, context_predictions
 from analysis.diagnose.common import Context, series
 from analysis.diagnose.confusions import confusions_section
-from analysis.diagnose.ctc_joint import ctc_vs_joint
+from analysis.diagnose.ctc_joint import ctc_section
 from analysis.diagnose.decode import Decoded, decode_validation
 from analysis.diagnose.fitting import fitting_verdict
 from analysis.diagnose.gradients import gradient_flow, gradient_plot
@@ -16,7 +17,7 @@ from analysis.diagnose.samples import worst_clips_section
 from analysis.local_runs import read_run_summary
 from analysis.plots import learning_curves
 from analysis.report import Report
-from analysis.rows import number, select_metric_of
+from analysis.rows import select_metric_of
 from trainer.config import Config, load_config
 from trainer.errors import DataError
 from trainer.metrics import best_row
@@ -73,7 +74,9 @@ def load_context(run_dir: Path, out: Path, checkpoint: str, decode: bool, device
     at = next((r for r in rows if r.get("epoch") == epoch), rows[-1])
     metrics = dict(at) | (decoded.metrics if decoded else {})
     cfg = decoded.cfg if decoded is not None else cfg
-    return Context(run_dir, out, rows, summary, cfg, checkpoint, epoch, metrics, decoded, why_not)
+    ctx = Context(run_dir, out, rows, summary, cfg, checkpoint, epoch, metrics, decoded, why_not)
+    ctx.predictions, ctx.predictions_from = context_predictions(ctx)
+    return ctx
 
 
 def header(report: Report, ctx: Context) -> None:
@@ -94,8 +97,9 @@ def header(report: Report, ctx: Context) -> None:
 
 
 def verdict_section(report: Report, ctx: Context) -> None:
-    verdict = fitting_verdict(ctx.rows)
-    report.heading("2. Over- or under-fitting")
+    """Collapsed (checked first), else over-fitting, under-fitting, stuck or healthy."""
+    verdict = collapse_verdict(ctx) or fitting_verdict(ctx.rows)
+    report.heading("2. Collapse, over- or under-fitting")
     report.text(f"Verdict: {verdict.kind}", css="verdict")
     report.bullets(verdict.evidence)
     if verdict.advice:
@@ -127,8 +131,7 @@ def diagnose(
         gradient_plot(ctx.rows, out / "gradient_flow.png"), "gradient norm per module group, and the learning rate"
     )
     report.bullets([(f.level, str(f)) for f in gradient_flow(ctx.rows, ctx.cfg)])
-    report.heading("4. CTC-only greedy decoding vs the joint beam search")
-    report.text(ctc_vs_joint(number(ctx.metrics.get("val/cer")), number(ctx.metrics.get("val/cer_ctc_greedy"))))
+    ctc_section(report, ctx)
     worst_clips_section(report, ctx, worst_k)
     confusions_section(report, ctx, top_tokens)
     hyperparameter_section(report, ctx)

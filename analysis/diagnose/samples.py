@@ -8,6 +8,7 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -58,8 +59,16 @@ def _decoded_table(decoded: Decoded, out: Path, worst_k: int) -> list[list[Any]]
     for r in worst:
         i = decoded.index[r["id"]]
         strip = filmstrip(decoded.data.video(i), out / "clips" / f"{r['id']}.png", crop=crop)
-        table.append([r["id"], r["frames"], strip, r["ref"], r["hyp"], round(r["score"], 2), round(r["cer"], 3)])
+        text = decoded.data.texts[i]  # the words as the label file writes them, with spaces
+        table.append([r["id"], r["frames"], strip, text, r["hyp"], round(r["score"], 2), round(r["cer"], 3)])
     return table
+
+
+def _predictions_table(pred: pd.DataFrame, worst_k: int) -> list[list[Any]]:
+    """The worst clips of a predictions table by per-clip CER (edits / reference tokens)."""
+    worst = pred.assign(cer=pred["edits"] / pred["ref_tokens"].clip(lower=1))
+    worst = worst.sort_values(["cer", "id"], ascending=[False, True], kind="stable").head(worst_k)
+    return [[r.id, r.frames, r.ref, r.hyp, round(r.cer, 3)] for r in worst.itertuples()]
 
 
 def worst_clips_section(report: Report, ctx: Context, worst_k: int) -> None:
@@ -68,6 +77,10 @@ def worst_clips_section(report: Report, ctx: Context, worst_k: int) -> None:
     if ctx.decoded is not None:
         columns.insert(2, "clip")
         table = _decoded_table(ctx.decoded, ctx.out, worst_k)
+    elif ctx.predictions is not None:
+        columns.remove("score")
+        report.text(f"From {ctx.predictions_from}: {len(ctx.predictions)} clips (frames are shown when decoded again).")
+        table = _predictions_table(ctx.predictions, worst_k)
     else:
         path, samples = samples_csv(ctx.run_dir, ctx.epoch)
         if path is not None:
