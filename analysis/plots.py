@@ -1,4 +1,8 @@
-"""Plots as PNG files (matplotlib, headless)."""
+"""Plots as PNG files (matplotlib, headless).
+
+Every plot keeps to the same rules: epochs on integer ticks, legends outside the axes (never over the
+data), and axes that autoscale with a margin, so a curve at 0 or at a CER of 1 is not hidden by the frame.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,18 @@ import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def epoch_axis(ax: Any) -> None:
+    """Epochs are whole numbers: ticks on integers only."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def outside_legend(ax: Any) -> None:
+    """The legend to the right of the axes, off the data (none when nothing is labelled)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
 
 
 def save_figure(fig: Any, out: Path) -> Path:
@@ -18,7 +34,7 @@ def save_figure(fig: Any, out: Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -38,10 +54,11 @@ def learning_curves(rows: Sequence[dict[str, Any]], out: Path, title: str = "") 
         if xs:
             ax_cer.plot(xs, ys, style, marker="o", ms=3, label=key)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_cer.set(xlabel="epoch", ylabel="CER", title="character error rate", ylim=(0, None))
+    ax_cer.set(xlabel="epoch", ylabel="CER", title="character error rate")
     for ax in (ax_loss, ax_cer):
         ax.grid(alpha=0.3)
-        ax.legend()
+        epoch_axis(ax)
+        outside_legend(ax)
     if title:
         fig.suptitle(title)
     return save_figure(fig, out)

@@ -15,7 +15,6 @@ runs without the metric follow, unranked.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +25,9 @@ import pandas as pd
 from analysis.collapse import collapse_of
 from analysis.noise import noise_columns
 from analysis.predictions import run_predictions
-from analysis.report import fmt
 from analysis.rows import Source, at_best
 from analysis.runs import load_runs, load_yaml, run_history
+from analysis.tables import format_table as format_table  # the one formatter; launch/demo.py imports it from here
 from trainer.errors import ConfigError
 from trainer.metrics import DEFAULT, METRICS, SELECTABLE, Metric, best_key, suggest
 
@@ -222,31 +221,3 @@ def with_pareto(
     out["pareto"] = pareto_front(out, dict(objectives))
     out.attrs = dict(table.attrs, objectives=objectives)
     return out
-
-
-def format_table(table: pd.DataFrame, fmt_name: Literal["table", "csv", "markdown"] = "table") -> str:
-    """The table as aligned text, CSV or a Markdown table."""
-    if fmt_name == "csv":
-        buf = io.StringIO()
-        table.to_csv(buf, index=False)
-        return buf.getvalue()
-    cells = [[_cell(v) for v in row] for row in table.itertuples(index=False)]
-    header = [str(c) for c in table.columns]
-    if fmt_name == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-        return "\n".join(lines) + "\n"
-    if fmt_name != "table":
-        raise ValueError(f"format must be table, csv or markdown, got {fmt_name!r}")
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines) + "\n"
-
-
-def _cell(v: Any) -> str:
-    if v is pd.NA or v is None:
-        return "-"
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e6:
-        return str(int(v))
-    return fmt(v) or "-"

@@ -27,13 +27,16 @@ import pandas as pd
 import yaml
 
 from analysis.local_runs import local_rows
-from analysis.optuna_runs import optuna_history, optuna_rows
+from analysis.optuna_runs import log_parameters, optuna_history, optuna_rows
 from analysis.rows import HEAD_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS, Source, is_parameter, parse_source
 from analysis.wandb_runs import wandb_api, wandb_history, wandb_rows
 from trainer.errors import ConfigError
 from trainer.tracking import read_metrics
 
 SWEEP_COPY = "sweep.yaml"  # `sweep local` keeps the sweep's YAML in its folder
+# W&B's distributions that sample on a log scale
+LOG_SCALES = {"log_uniform", "log_uniform_values", "q_log_uniform", "q_log_uniform_values", "inv_log_uniform",
+              "inv_log_uniform_values"}  # fmt: skip
 
 
 def load_runs(
@@ -42,25 +45,32 @@ def load_runs(
     api: Any = None,
     sweep_yaml: str | Path | None = None,
 ) -> pd.DataFrame:
-    """The table of runs of `source` (see the module docstring); `api` replaces `wandb.Api()`."""
+    """The table of runs of `source` (see the module docstring); `api` replaces `wandb.Api()`.
+
+    attrs: `params` (the swept parameters), `source`, `log_params` (the parameters the sweep samples on a log
+    scale; None when no sweep spec is known), `wandb_tables` ({run_id: its predictions table file})."""
     src = parse_source(source)
-    declared = sweep_parameter_names(load_yaml(Path(sweep_yaml))) if sweep_yaml else None
+    declared = sweep_parameters(load_yaml(Path(sweep_yaml))) if sweep_yaml else None
     tables: dict[str, str] = {}
     if src.kind == "local":
         if declared is None and (Path(src.path) / SWEEP_COPY).is_file():  # the copy `sweep local` keeps
-            declared = sweep_parameter_names(load_yaml(Path(src.path) / SWEEP_COPY))
+            declared = sweep_parameters(load_yaml(Path(src.path) / SWEEP_COPY))
         rows, configs = local_rows(Path(src.path))
-        params = declared if declared is not None else differing_keys(configs)
+        params = list(declared) if declared is not None else differing_keys(configs)
     elif src.kind == "optuna":
         rows, trial_params = optuna_rows(src)
-        params = declared if declared is not None else trial_params
+        params = list(declared) if declared is not None else trial_params
     else:
         rows, configs, tables = wandb_rows(src, api=api)
         if declared is None and src.sweep:
-            declared = sweep_parameter_names(wandb_api(api).sweep(f"{src.path}/{src.sweep}").config)
-        params = declared if declared is not None else differing_keys(configs)
+            declared = sweep_parameters(wandb_api(api).sweep(f"{src.path}/{src.sweep}").config)
+        params = list(declared) if declared is not None else differing_keys(configs)
     table = make_table(rows, params, src)
     table.attrs["wandb_tables"] = tables
+    if declared is not None:
+        table.attrs["log_params"] = sorted(k for k, spec in declared.items() if spec.get("distribution") in LOG_SCALES)
+    elif src.kind == "optuna":
+        table.attrs["log_params"] = sorted(log_parameters(src))
     return table
 
 
@@ -74,6 +84,7 @@ def make_table(rows: list[dict[str, Any]], params: Iterable[str], source: Source
     table["select_metric"] = table["select_metric"].fillna("")
     table.attrs["params"] = params
     table.attrs["source"] = str(source)
+    table.attrs["log_params"] = None
     return table
 
 

@@ -27,16 +27,20 @@ def runs_group() -> None:
 @click.option("--top", type=click.IntRange(min=1), default=None, help="show only the best K runs")
 @click.option("--by", default="val/cer", show_default=True, help=BY_HELP)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown"]), default="table", show_default=True)
+@click.option("--wide", is_flag=True, help="every column (table and markdown fit 120 columns by default; csv has all)")
 @click.option("--sweep", "sweep_yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="sweep YAML whose parameters are the swept ones (default: config keys that differ between runs)")  # fmt: skip
 @click.option("--pareto", "pareto", default=None,
               help="mark the Pareto-optimal runs on these metrics, e.g. val/cer,time/epoch_s (`:max` for a goal to "
                    "maximize); default: the sweep YAML's metrics: when it has several")  # fmt: skip
-def rank_command(source: str, top: int | None, by: str, fmt: str, sweep_yaml: Path | None, pareto: str | None) -> None:
+def rank_command(
+    source: str, top: int | None, by: str, fmt: str, wide: bool, sweep_yaml: Path | None, pareto: str | None
+) -> None:
     """Print the runs of SOURCE ranked by best val/cer: ties share a rank, failed runs come last; for runs with
     validation predictions, the 95% bootstrap interval and whether each is tied with the best; collapsed runs marked."""
-    from analysis.rank import format_table, parse_objectives, rank_table, ranking_notes, sweep_objectives, with_pareto
+    from analysis.rank import parse_objectives, rank_table, ranking_notes, sweep_objectives, with_pareto
     from analysis.runs import SWEEP_COPY, load_runs
+    from analysis.tables import format_table
 
     table = load_runs(source, sweep_yaml=sweep_yaml)
     objectives = parse_objectives(pareto) if pareto else None
@@ -46,7 +50,7 @@ def rank_command(source: str, top: int | None, by: str, fmt: str, sweep_yaml: Pa
     if objectives:
         table = with_pareto(table, objectives, source)
     ranked = rank_table(table, by, top=top)
-    click.echo(format_table(ranked, fmt), nl=False)
+    click.echo(format_table(ranked, fmt, wide=wide), nl=False)
     for note in ranking_notes(ranked):
         click.echo(note, err=fmt == "csv")
     if objectives:

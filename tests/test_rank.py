@@ -106,13 +106,43 @@ def test_pareto_front_marks_the_undominated_runs():
 def test_formats():
     ranked = rank_runs(table(RUNS), top=3)
     text = format_table(ranked, "table").splitlines()
-    assert text[0].split()[:3] == ["rank", "run_id", "name"] and text[1].split()[:3] == ["1", "best", "best"]
+    assert text[0].split() == ["rank", "name", "state", "lr", "val/cer_best", "epoch_best"]  # empty columns left out
+    assert text[1].split()[:3] == ["1", "best", "finished"]
+    assert text[-1].startswith("(") and "--wide shows them all" in text[-1]
     md = format_table(ranked, "markdown").splitlines()
-    assert md[0].startswith("| rank | run_id | name |") and md[1].startswith("|---|") and len(md) == 5
+    assert md[0].startswith("| rank | name | state | lr |") and md[1].startswith("|---|") and md[5] == ""
+    wide = format_table(ranked, "table", wide=True).splitlines()
+    assert wide[0].split()[:5] == ["rank", "run_id", "name", "state", "optim.lr"] and len(wide) == 4
     csv = format_table(ranked, "csv").splitlines()
     assert csv[0].startswith("rank,run_id,name,state,optim.lr,val/cer_best") and csv[1].startswith(
         "1,best,best,finished"
     )
+
+
+def test_the_ranking_fits_120_columns_with_long_names_and_many_parameters(tmp_path):
+    from runfolders import epochs, write_run
+
+    keys = ["optim.lr", "optim.warmup_epochs", "model.ctc_weight", "decode.ctc_weight", "model.dropout",
+            "augment.time_mask_window", "decode.beam_size", "model.encoder.layers", "model.decoder.layers"]  # fmt: skip
+    values = [
+        ["1e-3", "2", "0.3", "0.5", "0.1", "3", "5", "2", "2"],
+        ["2e-3", "3", "0.5", "1.0", "0.2", "5", "10", "3", "1"],
+    ]
+    for i, vals in enumerate(values):
+        write_run(tmp_path, f"a-rather-long-sweep-name-trial-{i:04d}-with-suffix", epochs([0.9, 0.5 + i / 10]),
+                  [f"{k}={v}" for k, v in zip(keys, vals, strict=True)])  # fmt: skip
+    from analysis.rank import rank_table
+
+    ranked = rank_table(load_runs(tmp_path))
+    lines = format_table(ranked, "table").splitlines()
+    assert max(map(len, lines)) <= 120 and lines[0].split()[:3] == ["rank", "name", "state"]
+    header = lines[0].split()
+    shown = [k for k in keys if k in header or k.split(".", 1)[1] in header]  # headers: the shortest unique suffix
+    assert "model.ctc_weight" in header and "val/cer_best" in header and len(shown) >= 3
+    footer = " ".join(lines[lines.index("") + 1 :] if "" in lines else lines[3:])
+    assert footer.startswith("(") and all(k in footer for k in keys if k not in shown)  # the hidden ones are named
+    assert "a-rather-long…00-with-suffix" in lines[1]  # the ends of a long name are kept
+    assert max(map(len, format_table(ranked, "table", wide=True).splitlines())) > 120
 
 
 # --------------------------------------------------------------------------- several objectives: `runs rank` marks the front

@@ -335,11 +335,11 @@ def test_compare_writes_the_plots_and_a_report(tmp_path: Path):
         assert (out / name).stat().st_size > 5000, name
     md = (out / "compare.md").read_text(encoding="utf-8")
     assert "8 runs (6 finished, 1 pruned, 1 failed)" in md
-    assert "Method: variance share of each parameter alone" in md and "over 6 completed runs" in md
+    assert "Method: variance share of each parameter alone" in md and "over 6 finished or stopped runs" in md
     importance = dict(re.findall(r"\| (optim\.lr|model\.dropout) \| ([0-9.]+) \|", md))
     assert float(importance["optim.lr"]) > 0.8 > float(importance["model.dropout"])
     ranking = (out / "ranking.md").read_text(encoding="utf-8").splitlines()
-    assert ranking[2].startswith("| 1 | r3 | r3 | finished |")  # lr 2e-3 is best
+    assert ranking[2].startswith("| 1 | r3 | finished | 0.1 | 0.002 |")  # lr 2e-3 is best
     assert page.read_text(encoding="utf-8").count("data:image/png;base64,") == 5
 
 
@@ -390,3 +390,29 @@ def test_cli_rank_compare_export(tmp_path: Path):
     assert compared.exit_code == 0 and (tmp_path / "cmp" / "compare.html").exists()
     bad = runner.invoke(cli, ["runs", "rank", str(runs), "--by", "val/nope"])
     assert bad.exit_code != 0 and "cannot rank by 'val/nope'" in str(bad.exception)
+
+
+# --------------------------------------------------------------------------- the same words in every source
+
+
+def test_states_and_run_ids_mean_the_same_in_every_source(tmp_path: Path, recorded_api: RecordedApi):
+    from analysis.rows import STATES
+
+    with_wandb = write_run(tmp_path / "runs", "t0", epochs([0.5]), summary={"wandb_id": "w1a2b3c4"})
+    without = write_run(tmp_path / "runs", "t1", epochs([0.6]))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    for run_dir, state in ((with_wandb, optuna.trial.TrialState.COMPLETE), (without, optuna.trial.TrialState.PRUNED)):
+        trial = study.ask()
+        trial.set_user_attr("run_dir", str(run_dir))  # no recorded state: the trial's own, in our words
+        study.tell(trial, 0.5 if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    local = load_runs(tmp_path / "runs")
+    trials = load_runs(f"optuna://{storage}")
+    remote = load_runs("wandb://lipteam/lipsweep/k3x9q2ab", api=recorded_api)
+    for table in (local, trials, remote):
+        assert set(table["state"]) <= set(STATES)
+    assert list(trials["state"]) == ["finished", "pruned", "failed"]
+    assert list(local["run_id"]) == list(trials["run_id"][:2]) == ["w1a2b3c4", "t1"]  # the W&B id, else the folder
+    assert trials["run_id"][2] == "trial-2" and list(trials["trial"]) == [0, 1, 2]

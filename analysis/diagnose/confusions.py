@@ -74,7 +74,8 @@ def confusion_heatmap(counts: Counter, out: Path, top: int = 15) -> Path:
     with plt.rc_context(arabic_rc()):
         size = 1.4 + 0.42 * len(cols)
         fig, ax = plt.subplots(figsize=(size + 1.2, size))
-        image = ax.imshow(m, cmap="Reds")
+        zero_white = plt.get_cmap("Reds").with_extremes(bad="white")  # a pair never confused: a white cell
+        image = ax.imshow(np.ma.masked_equal(m, 0), cmap=zero_white, vmin=0, vmax=max(1, int(m.max())))
         ax.set_xticks(range(len(cols)), cols, fontsize=13)
         ax.set_yticks(range(len(rows)), rows, fontsize=13)
         for i, j in zip(*np.nonzero(m), strict=True):

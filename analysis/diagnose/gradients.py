@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis.diagnose.common import Finding, series  # noqa: E402
-from analysis.plots import save_figure  # noqa: E402
+from analysis.plots import epoch_axis, outside_legend, save_figure  # noqa: E402
 from trainer.config import Config  # noqa: E402
 from trainer.train import GRAD_GROUPS  # noqa: E402
 
@@ -116,11 +116,12 @@ def gradient_plot(rows: Sequence[dict[str, Any]], out: Path) -> Path:
         xlabel="epoch", ylabel="mean gradient L2 norm per step", title="gradient flow by module group", yscale="log"
     )
     ax_g.grid(alpha=0.3, which="both")
-    if ax_g.lines:
-        ax_g.legend(fontsize=8)
+    outside_legend(ax_g)
     lr = series(rows, "train/lr")
     if lr:
         ax_lr.plot(*zip(*lr, strict=True), marker="o", ms=3, color="tab:purple")
     ax_lr.set(xlabel="epoch", ylabel="learning rate (end of epoch)", title="learning rate")
     ax_lr.grid(alpha=0.3)
+    for ax in (ax_g, ax_lr):
+        epoch_axis(ax)
     return save_figure(fig, out)
