@@ -8,7 +8,8 @@ hides that. For each run with predictions (analysis/predictions.py):
 - `tied`: the paired bootstrap of the difference from the reference run (the best-ranked run with
   predictions) over the clips both decoded (matched by id, the same resamples for both): True when the
   95% interval of the difference contains 0, i.e. the data cannot tell the two apart. The reference is
-  tied with itself.
+  tied with itself. Ranked by val/cer_ctc_greedy, the same is done with the CTC-greedy edits; ranked by any
+  other metric, the intervals and ties are of val CER, against the best-ranked run.
 Seeded (SEED), so a ranking prints the same intervals every time; vectorised: one (resamples x clips)
 count matrix per clip count, and a matrix product per run.
 """

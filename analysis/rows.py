@@ -21,7 +21,6 @@ from urllib.parse import parse_qsl, urlencode
 from trainer.errors import ConfigError, DataError
 from trainer.metrics import DEFAULT, METRICS, SELECTABLE, best_key, best_row
 
-VALIDATION = tuple(name for name, m in METRICS.items() if m.validation)
 LAST = f"{DEFAULT}_last"
 
 

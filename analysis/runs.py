@@ -28,7 +28,15 @@ import yaml
 
 from analysis.local_runs import local_rows
 from analysis.optuna_runs import log_parameters, optuna_history, optuna_rows
-from analysis.rows import HEAD_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS, Source, is_parameter, parse_source
+from analysis.rows import (
+    HEAD_COLUMNS,
+    METRIC_COLUMNS,
+    NON_PARAMETER_COLUMNS,
+    TAIL_COLUMNS,
+    Source,
+    is_parameter,
+    parse_source,
+)
 from analysis.wandb_runs import wandb_api, wandb_history, wandb_rows
 from trainer.errors import ConfigError
 from trainer.tracking import read_metrics
@@ -75,7 +83,7 @@ def load_runs(
 
 
 def make_table(rows: list[dict[str, Any]], params: Iterable[str], source: Source | str) -> pd.DataFrame:
-    params = list(dict.fromkeys(params))
+    params = [p for p in dict.fromkeys(params) if p not in NON_PARAMETER_COLUMNS]
     columns = HEAD_COLUMNS + params + METRIC_COLUMNS + TAIL_COLUMNS
     table = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
     for col in METRIC_COLUMNS:
