@@ -36,7 +36,7 @@ def runs_group() -> None:
 def rank_command(
     source: str, top: int | None, by: str, fmt: str, wide: bool, sweep_yaml: Path | None, pareto: str | None
 ) -> None:
-    """Print the runs of SOURCE ranked by best val/cer: ties share a rank, failed runs come last; for runs with
+    """Print the runs of SOURCE ranked by --by (best val/cer): ties share a rank, failed runs come last; for runs with
     validation predictions, the 95% bootstrap interval and whether each is tied with the best; collapsed runs marked."""
     from analysis.rank import parse_objectives, rank_table, ranking_notes, sweep_objectives, with_pareto
     from analysis.runs import SWEEP_COPY, load_runs
