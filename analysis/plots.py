@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from trainer.tracking import read_metrics  # noqa: E402
+
 
 def save_figure(fig: Any, out: Path) -> Path:
     """Lay out, write as PNG (folders made as needed) and close a figure."""
@@ -44,3 +46,10 @@ def learning_curves(rows: Sequence[dict[str, Any]], out: Path, title: str = "") 
     if title:
         fig.suptitle(title)
     return save_figure(fig, out)
+
+
+def run_plots(run_dir: Path) -> dict[str, Path]:
+    """The plots of a finished run, drawn into RUN/plots/: {W&B key: png}. The trainer's `on_finish` callback."""
+    run_dir = Path(run_dir)
+    curves = learning_curves(read_metrics(run_dir), run_dir / "plots" / "learning_curves.png", title=run_dir.name)
+    return {"plots/learning_curves": curves}

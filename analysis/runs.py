@@ -53,7 +53,6 @@ NOT_PARAMETERS = {
     "tracking.log_checkpoint",
     "train.run_dir",
     "train.device",
-    "train.num_workers",
     "data.cache_dir",
 }
 # W&B history keys, grouped as they are logged together: every validation, every epoch, every train_cer_every epochs

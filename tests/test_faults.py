@@ -29,6 +29,7 @@ from launch.local_sweep import open_study, prepare, retried_from, run_local_swee
 from launch.sweep_spec import load_sweep
 from trainer import train as T
 from trainer.config import load_config, save_config
+from trainer.errors import TrainingFailed
 from trainer.tracking import read_metrics, read_summary
 
 EPOCHS = 3  # the signals arrive in epoch 2 with a whole epoch to spare
@@ -152,7 +153,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tiny_config
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
-    with pytest.raises(T.TrainingFailed, match=r"No space left on device.*previous checkpoint is intact.*--resume"):
+    with pytest.raises(TrainingFailed, match=r"No space left on device.*previous checkpoint is intact.*--resume"):
         T.train(tiny_config, name="full", verbose=False)
     run = Path(tiny_config.train.run_dir) / "full"
     summary = read_summary(run)

@@ -2,43 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from analysis.plots import run_plots
 from trainer import train as T
 from trainer.config import load_config
+from trainer.errors import TrainingFailed
+from trainer.metrics import METRICS
+from trainer.model import GRAD_GROUPS, LipReader
 from trainer.tracking import read_metrics, read_summary
 
-EPOCH_KEYS = {
-    "epoch",
-    "train/loss",
-    "train/loss_ctc",
-    "train/loss_att",
-    "train/acc",
-    "train/lr",
-    "train/clips_per_s",
-    "val/loss",
-    "val/loss_ctc",
-    "val/loss_att",
-    "val/cer",
-    "val/cer_ctc_greedy",
-    "val/letter_er",
-    "val/diacritic_er",
-    "train/cer",
-    "time/epoch_s",
-    "grad_norm/frontend_stem",
-    "grad_norm/frontend_last",
-    "grad_norm/proj_encoder",
-    "grad_norm/encoder",
-    "grad_norm/decoder",
-    "grad_norm/ctc",
+# every metric of the registry an epoch logs (val/wer needs data.word_separator), and the gradient groups
+EPOCH_KEYS = {"epoch"} | {name for name in METRICS if name != "val/wer"} | {
+    f"grad_norm/{g}" for g in GRAD_GROUPS if g != "adapter"
 }
 
 
 def test_one_run_writes_every_file(tiny_config):
-    result = T.train(tiny_config, name="r1", verbose=False)
+    finished = []
+
+    def plots(run_dir):
+        finished.append(read_summary(run_dir)["state"])  # called before the run's end is written
+        return run_plots(run_dir)
+
+    result = T.train(tiny_config, name="r1", verbose=False, on_finish=plots)
     run = result.run_dir
-    assert result.state == "finished"
+    assert result.state == "finished" and finished == ["running"]
     for rel in (
         "config.yaml",
         "metrics.jsonl",
@@ -48,16 +40,20 @@ def test_one_run_writes_every_file(tiny_config):
         "samples/epoch_001.csv",
         "samples/epoch_002.csv",
         "confusions.csv",
+        "val_predictions.csv",
         "plots/learning_curves.png",
     ):
         assert (run / rel).exists(), rel
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert set(rows[0]) >= EPOCH_KEYS, EPOCH_KEYS - set(rows[0])
+    assert set(rows[0]) == EPOCH_KEYS, EPOCH_KEYS ^ set(rows[0])
     assert rows[-1]["val/cer"] >= 0.0 and rows[0]["train/lr"] > 0
     summary = read_summary(run)
-    assert summary["state"] == "finished" and summary["epochs"] == 2
-    assert summary["val/cer_best"] == min(r["val/cer"] for r in rows)
+    assert summary["state"] == "finished" and summary["epochs"] == 2 and summary["select_metric"] == "val/cer"
+    best = min(rows, key=lambda r: r["val/cer"])
+    assert summary["val/cer_best"] == best["val/cer"] and summary["epoch_best"] == best["epoch"]
+    for name in ("val/cer", "val/distinct", "val/cer_baseline", "val/loss", "train/cer"):
+        assert summary[f"{name}@best"] == best[name], name
     header = (run / "samples/epoch_002.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header == "id,frames,ref,hyp,cer,score"
     assert (run / "confusions.csv").read_text(encoding="utf-8").startswith("kind,ref,hyp,count")
@@ -105,17 +101,17 @@ def test_resume_after_a_stop_gives_the_same_metrics(tiny_config, monkeypatch):
 
 def test_nan_losses_are_skipped_then_fail_the_run(tiny_config, monkeypatch):
     tiny_config.train.max_bad_steps = 2
-    real_forward = T.LipReader.forward
+    real_forward = LipReader.forward
 
     def nan_forward(self, *args):
         out = real_forward(self, *args)
         out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(T.LipReader, "forward", nan_forward)
-    with pytest.raises(T.TrainingFailed, match="2 optimizer steps in a row had a NaN/inf loss"):
+    monkeypatch.setattr(LipReader, "forward", nan_forward)
+    with pytest.raises(TrainingFailed, match="2 optimizer steps in a row had a NaN/inf loss"):
         T.train(tiny_config, name="nan", verbose=False)
-    summary = read_summary(T.Path(tiny_config.train.run_dir) / "nan")
+    summary = read_summary(Path(tiny_config.train.run_dir) / "nan")
     assert summary["state"] == "failed" and "NaN" in summary["reason"]
 
 
@@ -123,10 +119,10 @@ def test_out_of_memory_fails_with_the_batch_shape(tiny_config, monkeypatch):
     def oom(self, *args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(T.LipReader, "forward", oom)
-    with pytest.raises(T.TrainingFailed, match=r"out of GPU memory on a batch of \(4, \d+, 1, 16, 16\)"):
+    monkeypatch.setattr(LipReader, "forward", oom)
+    with pytest.raises(TrainingFailed, match=r"out of GPU memory on a batch of \(4, \d+, 1, 16, 16\)"):
         T.train(tiny_config, name="oom", verbose=False)
-    summary = read_summary(T.Path(tiny_config.train.run_dir) / "oom")
+    summary = read_summary(Path(tiny_config.train.run_dir) / "oom")
     assert summary["state"] == "failed" and "out of GPU memory" in summary["reason"]
 
 
