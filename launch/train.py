@@ -9,6 +9,7 @@ import click
 
 import trainer.train as training
 from analysis.plots import run_plots
+from launch.wandb_sweep import pruning_from_env
 from trainer.checkpoints import resume_config
 from trainer.config import load_config
 from trainer.errors import UserError
@@ -41,8 +42,6 @@ def train_command(
     change how long it runs and when it stops (train.max_epochs, train.max_minutes, train.patience,
     train.val_every, ...), decode.* and tracking.*, recorded in RUN/config.yaml; any other change is refused.
     """
-    from launch.wandb_sweep import pruning_from_env
-
     extra = [f"data.root={data_root}"] if data_root else []
     if resume is None:
         cfg = load_config(config_path or DEFAULT_CONFIG, [*extra, *overrides])

@@ -236,7 +236,7 @@ def check_resume(saved: Config, cfg: Config, run_dir: Path) -> dict[str, tuple[A
         lines.append(f"  {key}={new!r} (the run has {old!r}): {why}")
     raise ConfigError(
         f"cannot resume {run_dir} with these changes (from --config, --data or key=value):\n" + "\n".join(lines) + "\n"
-        f"A resumed run may change only {', '.join(RESUMABLE)} and the decode.* and tracking.* keys. "
-        f"To train with the others, start a new run: python -m launch train --config {Path(run_dir) / 'config.yaml'} "
-        + " ".join(f"{k}={changes[k][1]}" for k in refused)
+        f"A resumed run may change only {', '.join(RESUMABLE)} and the decode.* and tracking.* keys. To train with "
+        f"other values, start a new run instead: python -m launch train --config {Path(run_dir) / 'config.yaml'} "
+        "KEY=VALUE ... --name NEW (or your own --config, without --resume)"
     )
