@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import time
 import types
 from pathlib import Path
 
 import pytest
 import torch
+from test_bad_inputs import run_cli
 
 from analysis.plots import run_plots
 from trainer import train as T
@@ -365,20 +365,6 @@ def test_a_stopped_run_prints_how_to_resume_it(tiny_config, monkeypatch, tmp_pat
 
 
 # --------------------------------------------------------------------------- resume with changes
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    """`python -m launch ARGS` in this process: (exit status, stdout + stderr)."""
-    from launch.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["lipsweep", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 @pytest.mark.slow
