@@ -24,10 +24,10 @@ from analysis.rows import Source, parse_source
 from analysis.runs import load_runs
 from analysis.wandb_runs import run_config as wandb_config
 from analysis.wandb_runs import wandb_api
+from trainer.checkpoints import load_checkpoint
 from trainer.config import Config, config_from_dict, load_config, save_config, to_flat
 from trainer.errors import DataError, UserError
 from trainer.metrics import METRICS
-from trainer.train import load_checkpoint
 
 CONFIRM = "confirm.csv"
 

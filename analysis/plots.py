@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from trainer.tracking import read_metrics  # noqa: E402
+
 
 def epoch_axis(ax: Any) -> None:
     """Epochs are whole numbers: ticks on integers only."""
@@ -83,3 +85,10 @@ def interval_plot(ranked: pd.DataFrame, out: Path) -> Path:
     ax.set(ylabel=metric, title=f"{metric} with 95% bootstrap intervals (red: {ref}; blue: tied with it; grey: worse)")
     ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, out)
+
+
+def run_plots(run_dir: Path) -> dict[str, Path]:
+    """The plots of a finished run, drawn into RUN/plots/: {W&B key: png}. The trainer's `on_finish` callback."""
+    run_dir = Path(run_dir)
+    curves = learning_curves(read_metrics(run_dir), run_dir / "plots" / "learning_curves.png", title=run_dir.name)
+    return {"plots/learning_curves": curves}

@@ -20,9 +20,10 @@ import pandas as pd
 from analysis.rows import Source, parse_source
 from analysis.wandb_runs import wandb_api, wandb_table
 from trainer.errors import DataError
+from trainer.evaluate import PREDICTION_COLUMNS
 
 FILE = "val_predictions.csv"
-COLUMNS = ("id", "frames", "ref", "hyp", "edits", "ref_tokens", "ctc_hyp", "ctc_edits")
+COLUMNS = tuple(PREDICTION_COLUMNS)  # what trainer/evaluate.py writes
 COUNTS = ("frames", "edits", "ref_tokens", "ctc_edits")
 TEXT = ("id", "ref", "hyp", "ctc_hyp")
 

@@ -38,7 +38,7 @@ TAIL_COLUMNS = ["select_metric", "trial", "location", "reason"]
 NON_PARAMETER_COLUMNS = (*HEAD_COLUMNS, *METRIC_COLUMNS, *TAIL_COLUMNS)
 STATES = ("finished", "pruned", "stopped", "failed", "running")
 # Config keys (or key prefixes, ending in ".") that differ between runs without being hyperparameters.
-NOT_PARAMETERS = ("tracking.", "train.run_dir", "train.device", "train.num_workers", "data.cache_dir")
+NOT_PARAMETERS = ("tracking.", "train.run_dir", "train.device", "data.cache_dir")
 
 
 def is_parameter(key: str) -> bool:

@@ -22,12 +22,22 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from trainer.augment import augment_batch
 from trainer.config import Config
+from trainer.data import load_dataset
+from trainer.device import select_device
 from trainer.errors import DataError
+from trainer.evaluate import EvalSet, decode_rows, score
+from trainer.model import build_model
+from trainer.search import SearchOptions
+from trainer.setup import seed_everything
+from trainer.steps import get_lr
+from trainer.text import Tokenizer
 
 Frontend = Literal["real", "noise", "linear"]
 NEAR_ZERO = 0.1  # a train CER at or below this: the loop learned the clips
 NOT_LEARNED = 0.5  # a train CER at or above this (noise): the content was not learned
+MODES = {"real": "the configured frontend", "linear": "a linear frontend", "noise": "noise instead of frames"}
 
 
 class LinearFrontend(nn.Module):
@@ -73,6 +83,42 @@ def verdict_for(frontend: str, cer: float, steps: int, clips: int) -> tuple[str,
             "or frozen random parts; try more --steps first."), False  # fmt: skip
 
 
+@dataclass
+class FixedBatch:
+    """The clips the sanity model overfits, in one batch: the centre crop of validation, no augmentation."""
+
+    clips: EvalSet
+    video: Tensor  # (B, T, 1, crop, crop)
+    lengths: Tensor  # (B,) frames; every clip as long as the longest for the noise frontend
+    targets: Tensor  # (B, L) padded with -1
+
+
+def fixed_batch(
+    cfg: Config, clips: int, frontend: Frontend, dev: torch.device, log: Callable[[str], None]
+) -> FixedBatch:
+    """The first `clips` training clips of cfg.data; a DataError when the training split has fewer."""
+    tokenizer = Tokenizer.from_config(cfg.data)
+    data = load_dataset(cfg.data, tokenizer, log=log)
+    train_idx = data.split(cfg.data)["train"]
+    if len(train_idx) < clips:
+        raise DataError(f"{cfg.data.root}: the training split has {len(train_idx)} clips, fewer than --clips {clips}")
+    batch = data.collate(train_idx[:clips]).to(dev)
+    video = augment_batch(batch.video, batch.lengths, cfg.augment, train=False)  # (B, T, 1, crop, crop)
+    lengths = torch.full_like(batch.lengths, video.size(1)) if frontend == "noise" else batch.lengths
+    return FixedBatch(EvalSet(data, tokenizer, train_idx[:clips], baseline=[]), video, lengths, batch.targets)
+
+
+@torch.no_grad()
+def train_cer(model: nn.Module, x: Tensor, batch: FixedBatch, options: SearchOptions) -> tuple[float, float]:
+    """CER of the joint beam search and of CTC greedy on the batch's clips (the shared scoring)."""
+    model.eval()
+    enc, enc_lengths = model.encode(x, batch.lengths)  # (B, T, D)
+    rows = decode_rows(model, enc, enc_lengths, batch.clips, batch.clips.indices, options)
+    model.train()
+    scores = score(rows, batch.clips.tokenizer, prefix="sanity")
+    return scores["sanity/cer"], scores["sanity/cer_ctc_greedy"]
+
+
 def run_sanity(
     cfg: Config,
     *,
@@ -84,14 +130,6 @@ def run_sanity(
     log: Callable[[str], None] = print,
 ) -> SanityResult:
     """Overfit `clips` training clips for `steps` optimizer steps and judge the train CER."""
-    from trainer.augment import augment_batch
-    from trainer.data import load_dataset
-    from trainer.device import select_device
-    from trainer.model import build_model
-    from trainer.search import SearchOptions, beam_search, ctc_greedy
-    from trainer.text import Tokenizer, cer
-    from trainer.train import get_lr, seed_everything
-
     if frontend not in ("real", "noise", "linear"):
         raise ValueError(f"frontend must be real, noise or linear, got {frontend!r}")
     if clips < 1 or steps < 1 or eval_every < 1:
@@ -99,20 +137,10 @@ def run_sanity(
     started = time.monotonic()
     seed_everything(cfg.train.seed)
     dev = select_device(device)
-    tokenizer = Tokenizer.from_config(cfg.data)
-    data = load_dataset(cfg.data, tokenizer, log=log)
-    train_idx = data.split(cfg.data)["train"]
-    if len(train_idx) < clips:
-        raise DataError(f"{cfg.data.root}: the training split has {len(train_idx)} clips, fewer than --clips {clips}")
-    batch = data.collate(train_idx[:clips]).to(dev)
-    video = augment_batch(batch.video, batch.lengths, cfg.augment, train=False)  # (B, T, 1, crop, crop)
-    lengths, targets = batch.lengths, batch.targets
-    if frontend == "noise":
-        lengths = torch.full_like(lengths, video.size(1))  # every clip as long as the longest
-
-    model = build_model(cfg.model, tokenizer.vocab_size)
+    batch = fixed_batch(cfg, clips, frontend, dev, log)
+    model = build_model(cfg.model, batch.clips.tokenizer.vocab_size)
     if frontend == "linear":
-        model.frontend = LinearFrontend(video.size(-1) * video.size(-2), cfg.model.frontend.widths[-1])
+        model.frontend = LinearFrontend(batch.video.size(-1) * batch.video.size(-2), cfg.model.frontend.widths[-1])
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -122,44 +150,28 @@ def run_sanity(
     noise_gen = torch.Generator(device=dev)
     noise_gen.manual_seed(cfg.train.seed)
     options = SearchOptions.from_config(cfg.decode)
-    refs = [data.targets[i] for i in train_idx[:clips]]
 
     def inputs() -> Tensor:
         if frontend != "noise":
-            return video
-        return torch.randn(video.shape, generator=noise_gen, device=dev)  # (B, T, 1, crop, crop)
+            return batch.video
+        return torch.randn(batch.video.shape, generator=noise_gen, device=dev)  # (B, T, 1, crop, crop)
 
-    @torch.no_grad()
-    def evaluate() -> tuple[float, float]:
-        model.eval()
-        enc, enc_lengths = model.encode(inputs(), lengths)  # (B, T, D)
-        log_probs = model.ctc_log_probs(enc)  # (B, T, V)
-        nbest = beam_search(model.decoder, enc, enc_lengths, log_probs, options, eos=tokenizer.eos)
-        hyps = [n[0].token_ids for n in nbest]
-        greedy = [h.token_ids for h in ctc_greedy(log_probs, enc_lengths, eos=tokenizer.eos)]
-        model.train()
-        return cer(refs, hyps), cer(refs, greedy)
-
-    mode = {"real": "the configured frontend", "linear": "a linear frontend", "noise": "noise instead of frames"}[
-        frontend
-    ]
-    log(f"sanity: {clips} clips, {steps} steps, {mode}, lr {cfg.optim.lr:g}, on {dev}")
+    log(f"sanity: {clips} clips, {steps} steps, {MODES[frontend]}, lr {cfg.optim.lr:g}, on {dev}")
     history: list[dict[str, float]] = []
     model.train()
-    loss = torch.zeros((), device=dev)
     for step in range(1, steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, cfg.optim.lr, warmup, steps)
-        out = model(inputs(), lengths, targets)
+        out = model(inputs(), batch.lengths, batch.targets)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip or math.inf)
         optimizer.step()
-        loss = out.loss.detach()
         if step % eval_every == 0 or step == steps:
-            train_cer, greedy_cer = evaluate()
-            history.append({"step": step, "loss": loss.item(), "cer": train_cer, "cer_ctc_greedy": greedy_cer})
-            log(f"step {step:5d}  loss {loss.item():9.3f}  train CER {train_cer:.3f}  CTC-greedy CER {greedy_cer:.3f}")
+            loss = out.loss.item()
+            beam_cer, greedy_cer = train_cer(model, inputs(), batch, options)
+            history.append({"step": step, "loss": loss, "cer": beam_cer, "cer_ctc_greedy": greedy_cer})
+            log(f"step {step:5d}  loss {loss:9.3f}  train CER {beam_cer:.3f}  CTC-greedy CER {greedy_cer:.3f}")
     final = history[-1]
     text, ok = verdict_for(frontend, final["cer"], steps, clips)
     return SanityResult(frontend, clips, steps, final["cer"], final["cer_ctc_greedy"], final["cer"] <= NEAR_ZERO,

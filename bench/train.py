@@ -22,7 +22,8 @@ import argparse
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,16 +31,56 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import frontend_cache as fcache  # noqa: E402
-from trainer.augment import augment_batch, noise_frames  # noqa: E402
-from trainer.config import load_config  # noqa: E402
-from trainer.data import load_dataset, make_batches  # noqa: E402
-from trainer.device import select_precision  # noqa: E402
-from trainer.model import build_model  # noqa: E402
-from trainer.search import SearchOptions, beam_search, ctc_greedy  # noqa: E402
+from trainer.augment import augment_batch  # noqa: E402
+from trainer.config import Config, load_config  # noqa: E402
+from trainer.data import Dataset, load_dataset, make_batches  # noqa: E402
+from trainer.device import Precision, select_precision  # noqa: E402
+from trainer.evaluate import eval_set, evaluate  # noqa: E402
+from trainer.inputs import Inputs, autocast  # noqa: E402
+from trainer.model import LipReader, build_model  # noqa: E402
 from trainer.synthetic import write_dataset  # noqa: E402
 from trainer.text import Tokenizer  # noqa: E402
 
 PHASES = ("data", "augment", "forward", "backward", "optimizer")
+
+
+@dataclass
+class Bench:
+    """The config's model on the benchmark's clips, with its optimizer and grad scaler."""
+
+    cfg: Config
+    device: torch.device
+    precision: Precision
+    tokenizer: Tokenizer
+    data: Dataset
+    model: LipReader
+    scaler: torch.amp.GradScaler
+    opt: torch.optim.Optimizer
+    sync: Callable[[], None]
+
+    def optimizer_step(self) -> None:
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def set_up(args: argparse.Namespace, overrides: list[str]) -> Bench:
+    """The synthetic set (or --data), the config with `overrides` then the command line's, the model on --device."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    root = args.data
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="lipsweep-bench-")) / "clips"
+        write_dataset(root, args.clips, seed=0)
+    cfg = load_config(args.config, [f"data.root={root}", *overrides, *args.overrides])
+    tokenizer = Tokenizer.from_config(cfg.data)
+    data = load_dataset(cfg.data, tokenizer, log=lambda *a: None)
+    model = build_model(cfg.model, tokenizer.vocab_size).to(device)
+    precision = select_precision(args.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return Bench(cfg, device, precision, tokenizer, data, model, scaler, opt, sync)
 
 
 def main() -> None:
@@ -56,164 +97,112 @@ def main() -> None:
     args = parser.parse_args()
     if args.frontend_cache:
         cache_rows(args)
-        return
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    else:
+        step_rows(args)
 
-    root = args.data
-    if root is None:
-        root = Path(tempfile.mkdtemp(prefix="lipsweep-bench-")) / "clips"
-        write_dataset(root, args.clips, seed=0)
-    cfg = load_config(args.config, [f"data.root={root}", *args.overrides])
-    tokenizer = Tokenizer.from_config(cfg.data)
-    data = load_dataset(cfg.data, tokenizer, log=lambda *a: None)
-    split = data.split(cfg.data)
-    model = build_model(cfg.model, tokenizer.vocab_size).to(device)
-    precision = select_precision(args.precision, device)
-    autocast = torch.autocast(device.type, dtype=precision.dtype) if precision.dtype else nullcontext()
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+def step_rows(args: argparse.Namespace) -> None:
+    """Each phase's share of `--steps` training steps, then the validation decode, as a Markdown row."""
+    b = set_up(args, [])
+    cfg, device = b.cfg, b.device
+    split = b.data.split(cfg.data)
     batches = make_batches(
-        data.lengths,
-        split["train"],
-        batch_size=cfg.train.batch_size,
-        batch_frames=cfg.train.batch_frames,
-        shuffle=True,
-        seed=0,
-    )
+        b.data.lengths, split["train"], batch_size=cfg.train.batch_size, batch_frames=cfg.train.batch_frames,
+        shuffle=True, seed=0,
+    )  # fmt: skip
     gen = torch.Generator(device=device).manual_seed(0)
-
     times = dict.fromkeys(PHASES, 0.0)
-    clips = 0
 
     def timed(phase: str, fn):
-        sync()
+        b.sync()
         t0 = time.perf_counter()
         out = fn()
-        sync()
+        b.sync()
         times[phase] += time.perf_counter() - t0
         return out
 
-    model.train()
+    def forward(x, batch):
+        with autocast(device, b.precision):
+            return b.model(x, batch.lengths, batch.targets)
+
+    b.model.train()
+    clips = 0
     for i in range(args.steps + 1):  # the first step warms up and is not counted
         if i == 1:
-            times = dict.fromkeys(PHASES, 0.0)
-            clips = 0
-        idx = batches[i % len(batches)]
-        batch = timed("data", lambda idx=idx: data.collate(idx).to(device))
-        x = timed("augment", lambda b=batch: augment_batch(b.video, b.lengths, cfg.augment, train=True, generator=gen))
-
-        def forward(x=x, b=batch):
-            with autocast:
-                return model(x, b.lengths, b.targets)
-
-        out = timed("forward", forward)
-        timed("backward", lambda out=out: scaler.scale(out.loss).backward())
-        timed("optimizer", lambda: (scaler.step(opt), scaler.update(), opt.zero_grad(set_to_none=True)))
+            times, clips = dict.fromkeys(PHASES, 0.0), 0
+        batch = timed("data", lambda idx=batches[i % len(batches)]: b.data.collate(idx).to(device))
+        x = timed("augment", lambda c=batch: augment_batch(c.video, c.lengths, cfg.augment, train=True, generator=gen))
+        out = timed("forward", lambda x=x, c=batch: forward(x, c))
+        timed("backward", lambda out=out: b.scaler.scale(out.loss).backward())
+        timed("optimizer", b.optimizer_step)
         clips += len(batch.ids)
     step_total = sum(times.values())
 
-    model.eval()
-    val = split["val"]
-    options = SearchOptions.from_config(cfg.decode)
-    sync()
+    val = eval_set(b.data, b.tokenizer, split, "val")
+    b.sync()
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for idx in make_batches(data.lengths, val, batch_size=cfg.decode.batch_size, shuffle=False):
-            b = data.collate(idx).to(device)
-            x = augment_batch(b.video, b.lengths, cfg.augment, train=False)
-            enc, lengths = model.encode(x, b.lengths)
-            logp = model.ctc_log_probs(enc)
-            beam_search(model.decoder, enc, lengths, logp, options, eos=tokenizer.eos)
-            ctc_greedy(logp, lengths, eos=tokenizer.eos)
-    sync()
+    evaluate(b.model, val, cfg, device, b.precision, losses=False)  # the validation decode: beam search and CTC greedy
+    b.sync()
     val_s = time.perf_counter() - t0
 
     name = Path(args.config).stem
     print(
         f"training steps of `{name}` ({args.steps} steps, {clips} clips, batch {cfg.train.batch_size}), "
-        f"{device.type}, {precision.name}, {args.threads} CPU threads"
+        f"{device.type}, {b.precision.name}, {args.threads} CPU threads"
     )
     print("| config | clips/s | " + " | ".join(PHASES) + " | validation decode (clips/s) |")
     print("|---|---:|" + "---:|" * len(PHASES) + "---:|")
     shares = " | ".join(f"{100 * times[p] / step_total:.0f} %" for p in PHASES)
-    print(f"| {name} | {clips / step_total:.1f} | {shares} | {len(val) / val_s:.1f} (beam {cfg.decode.beam_size}) |")
+    decode = f"{len(val.indices) / val_s:.1f} (beam {cfg.decode.beam_size})"
+    print(f"| {name} | {clips / step_total:.1f} | {shares} | {decode} |")
 
 
 def cache_rows(args: argparse.Namespace) -> None:
     """Step time with a frozen frontend, live vs from the feature cache, interleaved on the same batches."""
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    frozen = ["data.val_ratio=0.0", "data.test_ratio=0.0", "model.freeze.frontend=true", "train.frontend_cache_views=1"]
+    b = set_up(args, frozen)
+    cfg, device = b.cfg, b.device
     clock = time.perf_counter if device.type == "cuda" else time.process_time
-    root = args.data
-    if root is None:
-        root = Path(tempfile.mkdtemp(prefix="lipsweep-bench-")) / "clips"
-        write_dataset(root, args.clips, seed=0)
-    overrides = ["model.freeze.frontend=true", "train.frontend_cache_views=1", *args.overrides]
-    cfg = load_config(args.config, [f"data.root={root}", "data.val_ratio=0.0", "data.test_ratio=0.0", *overrides])
-    tokenizer = Tokenizer.from_config(cfg.data)
-    data = load_dataset(cfg.data, tokenizer, log=lambda *a: None)
-    model = build_model(cfg.model, tokenizer.vocab_size).to(device)
-    precision = select_precision(args.precision, device)
-    autocast = torch.autocast(device.type, dtype=precision.dtype) if precision.dtype else nullcontext()
     t0 = time.perf_counter()
     cache = fcache.load_or_build(
-        model, data, cfg, device, precision=precision.name, autocast=autocast, log=lambda *a: None, progress=False
-    )
+        b.model, b.data, cfg, device, precision=b.precision.name, autocast=autocast(device, b.precision),
+        log=lambda *a: None, progress=False,
+    )  # fmt: skip
     build_s = time.perf_counter() - t0
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    batches = make_batches(data.lengths, list(range(len(data))), batch_size=cfg.train.batch_size, shuffle=True, seed=0)
+    batches = make_batches(
+        b.data.lengths, list(range(len(b.data))), batch_size=cfg.train.batch_size, shuffle=True, seed=0
+    )
     gen = torch.Generator(device=device).manual_seed(0)
-    aug = cfg.augment
+    sources = {"live": Inputs(b.data, cfg, device), "cached": Inputs(b.data, cfg, device, cache)}
 
-    def live_step(idx: list[int]) -> None:
-        batch = data.collate(idx).to(device)
-        x = augment_batch(batch.video, batch.lengths, aug, train=True, generator=gen)
-        if cfg.train.noise_input:
-            x = noise_frames(x, batch.lengths, gen)
-        with autocast:
-            out = model(x, batch.lengths, batch.targets)
-        scaler.scale(out.loss).backward()
-
-    def cached_step(idx: list[int], b: int) -> None:
-        x, lengths = cache.gather(idx, cache.train_views(len(idx), cfg.train.seed, 1, b))
-        x = fcache.mask_features(x, lengths, aug.time_mask_window, aug.time_mask_stride, gen)
-        with autocast:
-            out = model.forward_from_features(x, lengths, data.padded_targets(idx)[0].to(device))
-        scaler.scale(out.loss).backward()
-
-    def timed(step) -> float:
-        sync()
+    def timed(source: Inputs, idx: list[int], batch: int) -> float:
+        b.sync()
         t = clock()
-        step()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        sync()
+        x, lengths, targets = source.batch(idx, gen, train=True, epoch=1, batch=batch)
+        with autocast(device, b.precision):
+            out = source.step_model(b.model)(x, lengths, targets)
+        b.scaler.scale(out.loss).backward()
+        b.optimizer_step()
+        b.sync()
         return clock() - t
 
-    model.train()
-    live: list[float] = []
-    cached: list[float] = []
+    b.model.train()
+    took: dict[str, list[float]] = {"live": [], "cached": []}
     frames = 0
     for i in range(args.steps + 1):  # the first pair warms up and is not counted
         idx = batches[i % len(batches)]
-        pair = [("live", lambda idx=idx: live_step(idx)), ("cached", lambda idx=idx, i=i: cached_step(idx, i))]
-        for name, step in pair if i % 2 == 0 else pair[::-1]:  # alternate which goes first
-            took = timed(step)
+        for kind in ("live", "cached") if i % 2 == 0 else ("cached", "live"):  # alternate which goes first
+            seconds = timed(sources[kind], idx, i)
             if i:
-                (live if name == "live" else cached).append(took)
-        frames += int(data.lengths[idx].sum()) if i else 0
-    live_ms, cached_ms = 1000 * sum(live) / len(live), 1000 * sum(cached) / len(cached)
+                took[kind].append(seconds)
+        frames += int(b.data.lengths[idx].sum()) if i else 0
+    live_ms, cached_ms = (1000 * sum(took[k]) / len(took[k]) for k in ("live", "cached"))
     name = Path(args.config).stem
     what = "CPU time" if device.type == "cpu" else "wall time"
     print(
         f"`{name}` with a frozen frontend, batch {cfg.train.batch_size} ({frames / args.steps:.0f} frames a step), "
-        f"{device.type}, {precision.name}, {args.threads} threads, {what} per step, mean of {args.steps} interleaved "
-        f"steps each; cache built in {build_s:.1f} s for {len(data)} clips x {cache.views + 1} views"
+        f"{device.type}, {b.precision.name}, {args.threads} threads, {what} per step, mean of {args.steps} interleaved "
+        f"steps each; cache built in {build_s:.1f} s for {len(b.data)} clips x {cache.views + 1} views"
     )
     print("| config | frontend | ms / step | speed-up |")
     print("|---|---|---:|---:|")

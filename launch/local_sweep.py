@@ -444,39 +444,29 @@ class DecodeEvaluator:
     """A trained checkpoint, its validation split and model, loaded once; each trial decodes with its decode.* settings."""
 
     def __init__(self, checkpoint: Path, data_overrides: list[str]):
-        from trainer.data import load_dataset
+        from trainer.checkpoints import load_for_eval
         from trainer.device import select_device, select_precision
-        from trainer.model import build_model
-        from trainer.text import Tokenizer
-        from trainer.train import load_checkpoint
+        from trainer.evaluate import load_eval_set
 
         self.checkpoint = checkpoint
-        ckpt = load_checkpoint(checkpoint)
-        self.cfg = config_mod.config_from_dict(ckpt["config"])
-        if data_overrides:
-            config_mod.apply_overrides(self.cfg, data_overrides)
-        self.epoch = int(ckpt.get("epoch", 0))
+        loaded = load_for_eval(checkpoint, None, data_overrides)
+        self.cfg = loaded.cfg
+        self.epoch = loaded.epoch or 0
         self.device = select_device(self.cfg.train.device)
         self.precision = select_precision(self.cfg.train.precision, self.device)
-        self.tokenizer = Tokenizer.from_config(self.cfg.data)
-        self.data = load_dataset(self.cfg.data, self.tokenizer)
-        self.val = self.data.split(self.cfg.data)["val"]
-        self.model = build_model(self.cfg.model, self.tokenizer.vocab_size)
-        self.model.load_state_dict(ckpt["model"])
-        self.model.to(self.device)
+        self.val = load_eval_set(self.cfg, "val")
+        self.model = loaded.model.to(self.device)
 
     def run(self, params: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         """Decode the validation split with `params`; writes a run folder (config, one metrics row, summary)."""
+        from trainer.evaluate import evaluate
         from trainer.tracking import RunLog
-        from trainer.train import evaluate
 
         cfg = config_mod.apply_overrides(copy.deepcopy(self.cfg), params)
         log = RunLog(run_dir, cfg, name=run_dir.name)
         log.write_config(cfg)
         started = time.monotonic()
-        result = evaluate(
-            self.model, self.data, self.val, self.tokenizer, cfg, self.device, self.precision, losses=False
-        )
+        result = evaluate(self.model, self.val, cfg, self.device, self.precision, losses=False)
         log.log_epoch({"epoch": self.epoch, **result.metrics, "time/epoch_s": time.monotonic() - started})
         summary = {
             "name": run_dir.name, "state": "finished", "reason": f"decoded {self.checkpoint} (no training)",
@@ -648,7 +638,7 @@ def prepare(
             "function is used only by W&B's scheduler (drop it, or run the sweep with `sweep scheduler`)"
         )
     if checkpoint:
-        from trainer.train import load_checkpoint
+        from trainer.checkpoints import load_checkpoint
 
         base = config_mod.config_from_dict(load_checkpoint(Path(checkpoint))["config"])
         if overrides:

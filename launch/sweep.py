@@ -14,8 +14,8 @@ from trainer.errors import UserError
 def _checkpoint_config(checkpoint: str | None):
     if not checkpoint:
         return None
+    from trainer.checkpoints import load_checkpoint
     from trainer.config import config_from_dict
-    from trainer.train import load_checkpoint
 
     return config_from_dict(load_checkpoint(Path(checkpoint))["config"])
 

@@ -1,7 +1,7 @@
 import editdistance
 import pytest
 
-from analysis.confusions import align, confusion_counts, confusion_rows
+from trainer.confusions import align, confusion_counts, confusion_rows
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -29,6 +30,7 @@ from launch.local_sweep import open_study, prepare, retried_from, run_local_swee
 from launch.sweep_spec import load_sweep
 from trainer import train as T
 from trainer.config import load_config, save_config
+from trainer.errors import TrainingFailed
 from trainer.tracking import read_metrics, read_summary
 
 EPOCHS = 3  # the signals arrive in epoch 2 with a whole epoch to spare
@@ -122,6 +124,7 @@ def test_sigterm_saves_mid_epoch_and_exits_cleanly_then_resumes(setup):
 
     output = log.read_text()
     assert "Traceback" not in output and "stopped: best val/cer" in output and "(received SIGTERM)" in output
+    assert f"to continue this run: python -m launch train --resume {run}\n" in output
     summary = read_summary(run)
     assert summary["state"] == "stopped" and summary["reason"] == "received SIGTERM"
     ckpt = last_checkpoint(run)
@@ -132,6 +135,33 @@ def test_sigterm_saves_mid_epoch_and_exits_cleanly_then_resumes(setup):
     resumed = T.train(setup["cfg"], resume=run, verbose=False)
     assert resumed.state == "finished"
     assert_same_curve(read_metrics(run), setup["reference"])
+
+
+# --------------------------------------------------------------------------- a failed start
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["a missing folder", "an empty folder", "a bad clip"])
+def test_a_failed_start_leaves_no_run_folder_and_no_wandb_run(tmp_path, case):
+    """`train` with data it cannot use stops with `error:` before the run folder and the W&B run exist."""
+    data = tmp_path / "data"
+    if case == "an empty folder":
+        data.mkdir()
+    elif case == "a bad clip":
+        write_tiny_dataset(data, clips=6)
+        np.save(data / "00003.npy", np.zeros((8, 24, 24), np.float32))  # float frames: a bad clip
+    cfg = load_config(None, [*TINY_MODEL, f"train.run_dir={tmp_path / 'runs'}", "tracking.wandb=offline"])
+    save_config(cfg, tmp_path / "tiny.yaml")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb"), "WANDB_SILENT": "true"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch", "train", "--config", str(tmp_path / "tiny.yaml"), "--data", str(data),
+         "--name", "never"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in output and "error: " in output, output
+    assert str(data) in output, output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "wandb").exists()  # no run folder, no W&B run
 
 
 # --------------------------------------------------------------------------- a full disk
@@ -152,7 +182,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tiny_config
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
-    with pytest.raises(T.TrainingFailed, match=r"No space left on device.*previous checkpoint is intact.*--resume"):
+    with pytest.raises(TrainingFailed, match=r"No space left on device.*previous checkpoint is intact.*--resume"):
         T.train(tiny_config, name="full", verbose=False)
     run = Path(tiny_config.train.run_dir) / "full"
     summary = read_summary(run)

@@ -7,7 +7,7 @@ import torch
 
 from trainer.device import gpu_arch_supported, select_precision
 from trainer.errors import UserError
-from trainer.train import get_lr
+from trainer.steps import get_lr
 
 
 @pytest.mark.parametrize(

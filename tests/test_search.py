@@ -439,7 +439,7 @@ def test_eval_reference_checkpoint_end_to_end(reference_dir: Path, tmp_path: Pat
         assert row["hyp"] == tokenizer.decode(row["hyp_ids"]) and row["ref"] == tokenizer.decode(target)
         assert row["cer"] == pytest.approx(editdistance.eval(target, row["hyp_ids"]) / len(target))
     total = sum(editdistance.eval(t, r["hyp_ids"]) for t, r in zip(expected["targets"], rows, strict=True))
-    assert f"cer          {total / sum(map(len, expected['targets'])):.4f}" in result.output
+    assert f"{'cer':<15}{total / sum(map(len, expected['targets'])):.4f}" in result.output
 
 
 @pytest.fixture
@@ -468,7 +468,8 @@ def test_eval_project_checkpoint_uses_its_saved_config(project_checkpoint, tmp_p
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 3  # 30% of 10 clips
     for row in rows:
-        assert set(row) == {"id", "ref", "hyp", "hyp_ids", "score", "cer"}
+        assert set(row) == {"id", "frames", "ref", "hyp", "edits", "ref_tokens", "ctc_hyp", "ctc_edits", "cer", "score",
+                            "ref_ids", "hyp_ids", "ctc_ids"}  # fmt: skip
         assert all(1 <= i <= 226 for i in row["hyp_ids"])
     for key in ("cer", "letter_er", "diacritic_er"):
         assert key in result.output

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
 
 from trainer.config import Config, load_config
+from trainer.metrics import METRICS
 from trainer.tracking import RunLog, read_metrics, wandb_mode
 
 
@@ -37,6 +39,16 @@ def read_wandb_log(path: Path) -> list:
         rec.ParseFromString(data)
         out.append(rec)
     return out
+
+
+def read_closed_wandb_log(path: Path, timeout: float = 60.0) -> list:
+    """The records of a run's log once W&B's service has closed it (its `exit` record): it writes after finish() returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_wandb_log(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
 
 
 def _key(item) -> str:
@@ -84,7 +96,7 @@ def test_offline_wandb_run_gets_the_same_metrics_config_and_summary(tiny_config,
     run = train(tiny_config, name="wb", verbose=False).run_dir
     (log_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
     history, config, summary, metric_defs = [], set(), {}, {}
-    for rec in read_wandb_log(log_file):
+    for rec in read_closed_wandb_log(log_file):
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             history.append({_key(i): json.loads(i.value_json) for i in rec.history.item})
@@ -100,7 +112,14 @@ def test_offline_wandb_run_gets_the_same_metrics_config_and_summary(tiny_config,
     for h, r in zip(logged, epochs, strict=True):
         assert {k: h[k] for k in r} == r  # every metric of the run folder, same value
     assert {"optim.lr", "model.encoder.dim", "decode.beam_size"} <= config  # flat dotted config
-    assert metric_defs["val/cer"].summary.min and metric_defs["*"].step_metric == "epoch"
+    assert metric_defs["*"].step_metric == "epoch"
+    for name, m in METRICS.items():  # define_metric from the registry: a validation metric's best, else its last
+        assert getattr(metric_defs[name].summary, m.summary), name
+    assert metric_defs["val/cer"].summary.min and metric_defs["val/distinct"].summary.max
+    improved = [r["epoch"] for i, r in enumerate(epochs) if all(r["val/cer"] < e["val/cer"] for e in epochs[:i])]
+    tables = [h for h in history if "val_predictions/_type" in h]  # W&B nests a table's fields under its key
+    assert [h["epoch"] for h in tables] == improved  # the predictions table once per best epoch, with that epoch's row
+    assert all(h["val_predictions/_type"] == "table-file" and h["val_predictions/nrows"] == 3 for h in tables)
     assert (
         summary["state"] == "finished"
         and summary["epoch_best"] == json.loads((run / "summary.json").read_text())["epoch_best"]

@@ -22,6 +22,7 @@ from trainer.metrics import SELECTABLE, suggest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
+RETIRED = ("train.num_workers",)  # keys of older run folders and checkpoints: read and ignored
 
 
 def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
@@ -134,7 +135,6 @@ class TrainConfig:
     train_cer_clips: int = opt(64, "size of that training subset", min=1)
     worst_k: int = opt(10, "worst validation clips saved per epoch", min=0)
     max_bad_steps: int = opt(20, "stop as failed after this many NaN/inf losses in a row", min=1)
-    num_workers: int = opt(0, "DataLoader worker processes", min=0)
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
     frontend_cache: Literal["off", "auto", "on"] = opt(
         "auto", "run a frozen frontend once and train from its stored features (auto: whenever the frontend is frozen)"
@@ -423,7 +423,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
         if not isinstance(tree, dict):
             raise ConfigError(f"{file}: the top level must be a mapping of sections")
         for key, value in flatten(tree).items():
-            set_key(cfg, key, value, where=f"{file}: ")
+            if key not in RETIRED:
+                set_key(cfg, key, value, where=f"{file}: ")
     if overrides:
         apply_overrides(cfg, overrides)
     check(cfg)
@@ -455,7 +456,8 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
     """A config from a resolved dict (checkpoints, run folders), validated like a file."""
     cfg = Config()
     for key, value in flatten(tree).items():
-        set_key(cfg, key, value)
+        if key not in RETIRED:
+            set_key(cfg, key, value)
     check(cfg)
     return cfg
 

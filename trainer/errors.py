@@ -15,3 +15,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint cannot be read or does not fit the model."""
+
+
+class TrainingFailed(UserError):
+    """The run stopped as failed (NaN losses, out of memory, a full disk); the reason is in summary.json."""

@@ -1,7 +1,8 @@
 """The run folder and the W&B run: the one metrics writer, and the one place that knows W&B.
 
 A run folder holds `config.yaml` (resolved), `metrics.jsonl` (one line an epoch, flushed as
-it ends), `summary.json`, `checkpoints/`, `samples/`, `confusions.csv` and `plots/`. When
+it ends), `summary.json`, `checkpoints/`, `samples/`, `confusions.csv`, `val_predictions.csv`
+(every validation clip at the best epoch) and `plots/`. When
 `tracking.wandb` (or `WANDB_MODE`) is online or offline, the same metrics, config, summary,
 tables and images go to a W&B run too. No secret is ever written: the config holds none and
 the API key stays in W&B's own login.
@@ -18,6 +19,7 @@ from typing import Any
 
 from trainer.config import Config, save_config, to_flat
 from trainer.io import atomic_write_json, atomic_write_text
+from trainer.metrics import METRICS as REGISTRY
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -90,7 +92,8 @@ class RunLog:
         self.sweep_params = dict(self.wandb.config) if self.wandb.sweep_id else {}
         self.wandb.define_metric("epoch")
         self.wandb.define_metric("*", step_metric="epoch")
-        self.wandb.define_metric("val/cer", step_metric="epoch", summary="min")
+        for name, m in REGISTRY.items():  # the run summary keeps a validation metric's best, the rest their last
+            self.wandb.define_metric(name, step_metric="epoch", summary=m.summary)
 
     @property
     def wandb_id(self) -> str | None:
@@ -123,8 +126,8 @@ class RunLog:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.dir / SUMMARY, summary)
         if self.wandb is not None:
-            # val/cer's summary stays W&B's minimum (define_metric above); everything else as given.
-            self.wandb.summary.update({k: v for k, v in summary.items() if k != "val/cer"})
+            # a metric's summary stays what define_metric says (its best or last); everything else as given
+            self.wandb.summary.update({k: v for k, v in summary.items() if k not in REGISTRY})
 
     def write_table(
         self, relpath: str, columns: list[str], rows: list[list[Any]], wandb_key: str | None = None

@@ -13,23 +13,13 @@ from analysis.diagnose.decode import Decoded
 from analysis.predictions import FILE, predictions_frame, read_predictions
 from analysis.rows import at_best, number
 from trainer.config import Config
-from trainer.text import cer
+from trainer.evaluate import PREDICTION_COLUMNS
 
 
 def decoded_predictions(decoded: Decoded) -> pd.DataFrame:
-    """The decoded split as a predictions table; references as the label files write them (words with spaces)."""
-    rows = []
-    for r in decoded.rows:
-        ref_ids = r["ref_ids"]
-        edits = r["edits"] if "edits" in r else round(r["cer"] * len(ref_ids))
-        greedy = r.get("greedy_ids", [])
-        ctc_edits = round(cer([ref_ids], [greedy]) * len(ref_ids))
-        text = decoded.data.texts[decoded.index[r["id"]]]
-        rows.append(
-            [r["id"], r["frames"], text, r["hyp"], edits, len(ref_ids), decoded.tokenizer.decode(greedy), ctc_edits]
-        )
-    columns = ["id", "frames", "ref", "hyp", "edits", "ref_tokens", "ctc_hyp", "ctc_edits"]
-    return predictions_frame(columns, rows, f"the decoding of epoch {decoded.epoch}")
+    """The decoded split as a predictions table (the rows of trainer/evaluate.py carry every column)."""
+    rows = [[r[c] for c in PREDICTION_COLUMNS] for r in decoded.rows]
+    return predictions_frame(list(PREDICTION_COLUMNS), rows, f"the decoding of epoch {decoded.epoch}")
 
 
 def context_predictions(ctx: Context) -> tuple[pd.DataFrame | None, str]:

@@ -16,13 +16,13 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analysis.confusions import confusion_counts  # noqa: E402
 from analysis.diagnose.common import EMPTY, Context  # noqa: E402
 from analysis.fonts import arabic_rc  # noqa: E402
 from analysis.plots import save_figure  # noqa: E402
 from analysis.report import Report  # noqa: E402
 from analysis.rows import number  # noqa: E402
 from trainer.config import Config  # noqa: E402
+from trainer.confusions import confusion_counts  # noqa: E402
 from trainer.errors import DataError  # noqa: E402
 from trainer.text import split_token  # noqa: E402
 

@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.config import Config, config_from_dict
-from trainer.data import load_dataset
+from trainer.checkpoints import load_for_eval
+from trainer.config import Config
 from trainer.device import select_device, select_precision
-from trainer.model import LipReader
-from trainer.text import Tokenizer
-from trainer.train import evaluate, load_checkpoint
+from trainer.evaluate import evaluate, load_eval_set
 
 
 @dataclass
@@ -32,22 +30,17 @@ class Decoded:
 
 def decode_validation(checkpoint: Path, device: str = "auto") -> Decoded:
     """Rebuild the model of a lipsweep checkpoint and decode its validation split (joint beam search + CTC greedy)."""
-    state = load_checkpoint(checkpoint)
-    cfg = config_from_dict(state["config"])
-    tokenizer = Tokenizer.from_config(cfg.data)
-    data = load_dataset(cfg.data, tokenizer, log=lambda msg: None)
-    model = LipReader(cfg.model, tokenizer.vocab_size)
-    model.load_state_dict(state["model"])
+    loaded = load_for_eval(checkpoint)
+    cfg = loaded.cfg
+    clips = load_eval_set(cfg, "val", log=lambda msg: None)
     dev = select_device(device)
-    model.to(dev)
-    val_idx = data.split(cfg.data)["val"]
-    result = evaluate(model, data, val_idx, tokenizer, cfg, dev, select_precision(cfg.train.precision, dev))
+    result = evaluate(loaded.model.to(dev), clips, cfg, dev, select_precision(cfg.train.precision, dev))
     return Decoded(
-        int(state["epoch"]),
+        loaded.epoch or 0,
         result.metrics,
         result.rows,
         cfg,
-        tokenizer,
-        data,
-        {clip_id: i for i, clip_id in enumerate(data.ids)},
+        clips.tokenizer,
+        clips.data,
+        {clip_id: i for i, clip_id in enumerate(clips.data.ids)},
     )

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from analysis.diagnose.common import Finding, series  # noqa: E402
 from analysis.plots import epoch_axis, outside_legend, save_figure  # noqa: E402
 from trainer.config import Config  # noqa: E402
-from trainer.train import GRAD_GROUPS  # noqa: E402
+from trainer.model import GRAD_GROUPS  # noqa: E402
 
 GROUPS = tuple(GRAD_GROUPS)  # the groups the trainer logs as grad_norm/<group>
 VANISH = 1e-3  # a group's norm below this fraction of the largest group's: vanishing

@@ -16,6 +16,17 @@ from trainer.model.frontend import Frontend
 
 IGNORE_ID = -1
 
+# The model's parameter groups by name prefix: the trainer logs grad_norm/<group>, diagnose reads them.
+GRAD_GROUPS = {
+    "frontend_stem": ("frontend.frontend3D.",),
+    "frontend_last": ("frontend.trunk.layer4.",),
+    "proj_encoder": ("proj_encoder.",),
+    "adapter": ("adapter.",),
+    "encoder": ("encoder.",),
+    "decoder": ("decoder.",),
+    "ctc": ("ctc.",),
+}
+
 
 @dataclass
 class LossOutput:
