@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer.config import DecoderConfig, EncoderConfig, FrontendConfig, ModelConfig, load_config  # noqa: E402
+from trainer.decoding import decode  # noqa: E402
 from trainer.model import LipReader  # noqa: E402
-from trainer.search import SearchOptions, decode  # noqa: E402
+from trainer.search import SearchOptions  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "auto_avsr_small"
 ISSUE_ESPNET_S = {"small": 0.26, "base": 2.2}  # per utterance, auto_avsr's code, 2 CPU threads, 30 frames

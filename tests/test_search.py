@@ -28,10 +28,11 @@ from trainer.config import (
     to_dict,
 )
 from trainer.ctc_prefix import LOGZERO, CTCPrefixScorer
+from trainer.decoding import att_greedy, ctc_greedy, decode
 from trainer.errors import CheckpointError, ConfigError
 from trainer.model import LipReader
 from trainer.model.decoder import TransformerDecoder
-from trainer.search import Hypothesis, SearchOptions, att_greedy, beam_search, ctc_greedy, decode
+from trainer.search import Hypothesis, SearchOptions, beam_search
 from trainer.text import Tokenizer
 
 EOS = 227

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from trainer.errors import ConfigError
+from trainer.keyspec import KeySpec, coerce
 from trainer.metrics import SELECTABLE, suggest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -180,41 +181,6 @@ class Config:
 # --------------------------------------------------------------------------- schema
 
 
-@dataclass(frozen=True)
-class KeySpec:
-    """One leaf of the schema: dotted key, Python type, default, meaning and range."""
-
-    key: str
-    type: Any
-    default: Any
-    help: str
-    min: float | None = None
-    max: float | None = None
-
-    @property
-    def choices(self) -> tuple[str, ...] | None:
-        return typing.get_args(self.type) if typing.get_origin(self.type) is Literal else None
-
-    def type_name(self) -> str:
-        if self.choices:
-            return "|".join(self.choices)
-        if typing.get_origin(self.type) is list:
-            return f"list[{typing.get_args(self.type)[0].__name__}]"
-        return self.type.__name__
-
-    def allowed(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        text = self.type_name()
-        if self.min is not None and self.max is not None:
-            return f"{text} in [{self.min:g}, {self.max:g}]"
-        if self.min is not None:
-            return f"{text} >= {self.min:g}"
-        if self.max is not None:
-            return f"{text} <= {self.max:g}"
-        return text
-
-
 def _is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -260,59 +226,6 @@ def unknown_key_error(key: str, where: str = "") -> ConfigError:
     hint = closest_key(key)
     suffix = f"; did you mean '{hint}'?" if hint else "; see `python -m launch config keys`"
     return ConfigError(f"{where}unknown config key '{key}'{suffix}")
-
-
-def coerce(spec: KeySpec, value: Any, where: str = "") -> Any:
-    """Check `value` against the key's type and range; parse strings from the command line."""
-    bad = ConfigError(f"{where}{spec.key}: {value!r} is not allowed; expected {spec.allowed()}")
-    tp = spec.type
-    if isinstance(value, str) and tp is not str and not spec.choices:
-        text = value.strip()
-        if typing.get_origin(tp) is list and not text.startswith("["):
-            text = "[" + text + "]"
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise bad from None
-        if tp is float and isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-    if spec.choices:
-        if value not in spec.choices:
-            raise bad
-        return value
-    if typing.get_origin(tp) is list:
-        item = typing.get_args(tp)[0]
-        if not isinstance(value, list):
-            raise bad
-        if item is str:
-            return [str(v) for v in value]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise bad
-        return list(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise bad
-        value = int(value)
-    elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        value = float(value)
-    elif tp is str:
-        if value is None:
-            value = ""
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise bad
-        value = str(value)
-    if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
-        raise bad
-    return value
 
 
 # --------------------------------------------------------------------------- load / override / save

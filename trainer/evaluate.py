@@ -26,12 +26,13 @@ from trainer import distributed
 from trainer import frontend_cache as fcache
 from trainer.config import Config
 from trainer.data import Dataset, load_dataset, make_batches
+from trainer.decoding import ctc_greedy, decode
 from trainer.device import Precision
 from trainer.errors import ConfigError
 from trainer.inputs import Inputs, autocast
 from trainer.metrics import METRICS
 from trainer.model import LipReader
-from trainer.search import Hypothesis, SearchOptions, ctc_greedy, decode
+from trainer.search import Hypothesis, SearchOptions
 from trainer.text import Tokenizer, cer, diacritic_error_rate, letter_error_rate, wer
 
 LOSSES = ("loss", "loss_ctc", "loss_att")

@@ -181,6 +181,19 @@ def load_pretrained(model: nn.Module, path: str | Path, parts: list[str] | tuple
     return load_state(model, state, parts, source=str(path), fmt=fmt)
 
 
+def _why_unused(key: str, part: str, fmt: str, model_blocks: int, ckpt_blocks: int) -> str:
+    """Why a checkpoint key that the model does not have is left out."""
+    m = ENCODER_BLOCK.match(key)
+    if m and int(m.group(1)) >= model_blocks:
+        dropped = f"s {model_blocks}..{ckpt_blocks - 1}" if ckpt_blocks - 1 > model_blocks else f" {model_blocks}"
+        return f"encoder block{dropped} dropped (the model keeps the first {model_blocks})"
+    if re.search(r"\.relu\d?\.|frontend3D\.2\.", key):
+        return "PReLU weights: this model uses SiLU (swish) activations, as auto_avsr"
+    if fmt == "lrw" and part != "frontend":
+        return "LRW classifier part: only the frontend (trunk, frontend3D) is used"
+    return "no such key in this model"
+
+
 def load_state(
     model: nn.Module, state: dict[str, Tensor], parts: list[str] | tuple[str, ...], source: str, fmt: str
 ) -> LoadReport:
@@ -199,18 +212,7 @@ def load_state(
     for key in state:
         part = part_of(key)
         if key not in target:
-            m = ENCODER_BLOCK.match(key)
-            if m and int(m.group(1)) >= model_blocks:
-                dropped = (
-                    f"s {model_blocks}..{ckpt_blocks - 1}" if ckpt_blocks - 1 > model_blocks else f" {model_blocks}"
-                )
-                report.unused[key] = f"encoder block{dropped} dropped (the model keeps the first {model_blocks})"
-            elif re.search(r"\.relu\d?\.|frontend3D\.2\.", key):
-                report.unused[key] = "PReLU weights: this model uses SiLU (swish) activations, as auto_avsr"
-            elif fmt == "lrw" and part != "frontend":
-                report.unused[key] = "LRW classifier part: only the frontend (trunk, frontend3D) is used"
-            else:
-                report.unused[key] = "no such key in this model"
+            report.unused[key] = _why_unused(key, part, fmt, model_blocks, ckpt_blocks)
         elif part not in parts:
             report.unused[key] = f"part '{part}' not in model.pretrained.parts"
 
