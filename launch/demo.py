@@ -64,9 +64,11 @@ def demo_command(
     data_root: str, clips: int, trials: int, pruner: str | None, wandb_mode: str, overrides: tuple[str, ...]
 ) -> None:
     """The whole loop on synthetic data: clips, a pruned local sweep, the ranking, the best config exported."""
-    from launch.local_sweep import prepare, run_local_sweep, trial_rows
+    from launch.engine.local import run_local_sweep
+    from launch.engine.plan import prepare
+    from launch.engine.spec import describe
+    from launch.engine.trials import trial_rows
     from launch.sweep import validated
-    from launch.sweep_spec import describe
     from trainer.config import load_config
 
     started = time.monotonic()

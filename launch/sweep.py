@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from launch.sweep_spec import SweepSpec, check_sweep, describe, load_sweep
+from launch.engine.pruners import PRUNER_NAMES
+from launch.engine.spec import SweepSpec, check_sweep, describe, load_sweep
 from trainer.errors import UserError
 
 
@@ -56,7 +57,7 @@ def validate_command(sweep_file: str, checkpoint: str | None, overrides: tuple[s
                    "factory, run by `sweep scheduler` (default: optuna when the YAML has a scheduler block)")  # fmt: skip
 def create_command(sweep_file: str, project: str | None, entity: str | None, engine: str | None) -> None:
     """Create the W&B sweep (base_config/pruner stripped, kept beside the id) and print the commands to run."""
-    from launch.wandb_sweep import create_sweep
+    from launch.engine.wandb_create import create_sweep
 
     spec = validated(sweep_file)
     engine = engine or ("optuna" if spec.raw.get("scheduler") else "wandb")
@@ -99,7 +100,7 @@ def scheduler_command(
     batch_size: int, poll_interval: float, seed: int,
 ) -> None:  # fmt: skip
     """Run W&B's sweep scheduler for SWEEP_ID (`wandb sweep-scheduler`) with the project's Optuna study factory."""
-    from launch.wandb_scheduler import run_scheduler
+    from launch.engine.wandb_scheduler import run_scheduler
 
     if sweep_file:
         validated(sweep_file)
@@ -122,9 +123,7 @@ def scheduler_command(
 @click.option(
     "--prune-storage", default=None, help="Optuna storage URL of a study shared by the runs, used only for pruning"
 )
-@click.option(
-    "--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "patient", "none"]), default=None
-)
+@click.option("--pruner", type=click.Choice(PRUNER_NAMES), default=None)
 @click.option("--pruner-opt", "pruner_opts", multiple=True, help="pruner option key=value (repeatable)")
 @click.option("--sweep-file", default=None, help="the sweep YAML (default: the one `sweep create` kept for this id)")
 def agent_command(
@@ -132,8 +131,9 @@ def agent_command(
     pruner: str | None, pruner_opts: tuple[str, ...], sweep_file: str | None,
 ) -> None:  # fmt: skip
     """Run W&B agents for SWEEP_ID: one process per run, pinned with CUDA_VISIBLE_DEVICES, PER_GPU at a time per GPU."""
-    from launch.local_sweep import resolve_pruner
-    from launch.wandb_sweep import find_record, prune_settings, run_agents
+    from launch.engine.study import resolve_pruner
+    from launch.engine.wandb_agent import prune_settings, run_agents
+    from launch.engine.wandb_create import find_record
 
     path = sweep_file or find_record(sweep_id)
     spec = validated(str(path)) if path else None
@@ -171,7 +171,7 @@ def agent_command(
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="worker processes on this machine"
 )
 @click.option("--data", "data_root", default=None, help="dataset folder or manifest (sets data.root)")
-@click.option("--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "patient", "none"]), default=None,
+@click.option("--pruner", type=click.Choice(PRUNER_NAMES), default=None,
               help="default: the YAML's pruner: block, else its early_terminate, else none")  # fmt: skip
 @click.option(
     "--pruner-opt", "pruner_opts", multiple=True, help="pruner option key=value (repeatable), e.g. n_warmup_steps=2"
@@ -197,7 +197,9 @@ def local_command(
     overrides: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Run SWEEP_FILE with Optuna, no W&B server needed. OVERRIDES (key=value) apply to every trial."""
-    from launch.local_sweep import format_rows, prepare, run_local_sweep, trial_rows
+    from launch.engine.local import run_local_sweep
+    from launch.engine.plan import prepare
+    from launch.engine.trials import format_rows, trial_rows
 
     extra = [*([f"data.root={data_root}"] if data_root else []), *overrides]
     spec = validated(sweep_file, extra, checkpoint)

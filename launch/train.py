@@ -30,7 +30,7 @@ def train_command(
     config_path: str, data_root: str | None, name: str | None, resume: Path | None, overrides: tuple[str, ...]
 ) -> None:
     """Train one run. OVERRIDES are dotted key=value pairs (optim.lr=3e-4); W&B's --key=value form works too."""
-    from launch.wandb_sweep import pruning_from_env
+    from launch.engine.wandb_agent import pruning_from_env
     from trainer.train import train
 
     extra = [f"data.root={data_root}"] if data_root else []

@@ -14,18 +14,12 @@ import optuna
 import pytest
 import yaml
 
-from launch.local_sweep import (
-    hyperband_from_early_terminate,
-    make_pruner,
-    make_sampler,
-    open_study,
-    prepare,
-    resolve_pruner,
-    run_local_sweep,
-    run_worker,
-    trial_rows,
-)
-from launch.sweep_spec import SweepError, SweepSpec, load_sweep
+from launch.engine.local import open_study, run_local_sweep, run_worker
+from launch.engine.plan import prepare
+from launch.engine.pruners import hyperband_from_early_terminate, make_pruner
+from launch.engine.spec import SweepError, SweepSpec, load_sweep
+from launch.engine.study import make_sampler, resolve_pruner
+from launch.engine.trials import trial_rows
 from trainer.config import save_config
 from trainer.errors import ConfigError
 
@@ -358,7 +352,7 @@ def test_two_processes_creating_one_new_sqlite_study_at_the_same_moment_both_suc
 def test_with_retry_backs_off_then_names_the_database_when_it_keeps_failing():
     import sqlalchemy.exc
 
-    from launch.local_sweep import with_retry
+    from launch.engine.study import with_retry
 
     calls = []
 
@@ -389,14 +383,14 @@ def test_with_retry_backs_off_then_names_the_database_when_it_keeps_failing():
     ],
 )
 def test_worker_k_gets_gpu_k_mod_n(device, gpus, expected):
-    from launch.local_sweep import worker_env
+    from launch.engine.local import worker_env
 
     got = [worker_env(k, device, gpus).get("CUDA_VISIBLE_DEVICES") for k in range(5)]
     assert got == expected
 
 
 def test_visible_gpus_follow_cuda_visible_devices():
-    from launch.local_sweep import visible_gpus
+    from launch.engine.local import visible_gpus
 
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
@@ -404,7 +398,7 @@ def test_visible_gpus_follow_cuda_visible_devices():
 
 
 def _report_gpu_worker(sweep, worker, train_fn, threads, env, out) -> None:
-    from launch.local_sweep import _worker_main
+    from launch.engine.local import _worker_main
 
     _worker_main(sweep, worker, train_fn, threads, env)
     out.put((worker, os.environ.get("CUDA_VISIBLE_DEVICES")))
@@ -412,7 +406,7 @@ def _report_gpu_worker(sweep, worker, train_fn, threads, env, out) -> None:
 
 def test_run_workers_pins_each_worker_before_it_starts(tmp_path, monkeypatch):
     """Through the real spawn path: each worker process sees only its GPU (faked visible GPUs, no CUDA needed)."""
-    import launch.local_sweep as L
+    import launch.engine.local as L
 
     spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2, 1e-4]}}, name="gpus")
     sweep = prepare(spec, overrides=overrides(tmp_path, 1), heartbeat=0, verbose=False)
@@ -509,7 +503,7 @@ def test_a_local_trial_samples_from_exactly_wandbs_distribution(key, spec):
     """The Objective's sampling path (spec.distributions + suggest) records wandb's distribution for the trial."""
     from wandb.sdk.sweeps.scheduler.optuna import sweep_parameter_to_distribution
 
-    from launch.local_sweep import suggest
+    from launch.engine.study import suggest
 
     expected = sweep_parameter_to_distribution(spec)
     dist = SweepSpec({"parameters": {key: spec}}).distributions()[key]
@@ -560,7 +554,7 @@ def timed_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
 
 
 def test_a_multi_objective_local_sweep_runs_without_pruning_and_ranks_its_pareto_front(tmp_path, capsys):
-    from launch.local_sweep import format_rows
+    from launch.engine.trials import format_rows
 
     spec = write_sweep(
         tmp_path,
@@ -569,7 +563,7 @@ def test_a_multi_objective_local_sweep_runs_without_pruning_and_ranks_its_pareto
         metrics=[{"name": "val/cer", "goal": "minimize"}, {"name": "time/epoch_s", "goal": "minimize"}],
         scheduler={"engine": "optuna"}, pruner={"type": "median"},
     )  # fmt: skip
-    from launch.sweep_spec import check_sweep
+    from launch.engine.spec import check_sweep
 
     assert check_sweep(spec) == []
     sweep = prepare(spec, overrides=overrides(tmp_path, 3), heartbeat=0, verbose=False)

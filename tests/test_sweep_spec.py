@@ -8,8 +8,9 @@ import optuna
 import pytest
 import yaml
 
-from launch.local_sweep import suggest
-from launch.sweep_spec import SweepSpec, check_sweep, grid_size, grid_space, load_sweep, validate_sweep
+from launch.engine.params import grid_size, grid_space
+from launch.engine.spec import SweepSpec, check_sweep, load_sweep, validate_sweep
+from launch.engine.study import suggest
 from trainer import config as config_mod
 from trainer.errors import ConfigError
 
@@ -275,7 +276,7 @@ def test_all_six_sweeps_exist():
 
 # --------------------------------------------------------------------------- scheduler sweeps and several objectives
 
-SCHEDULER = {"engine": "optuna", "source": "launch/wandb_scheduler.py", "optimizer": "make_study"}
+SCHEDULER = {"engine": "optuna", "source": "launch/engine/wandb_scheduler.py", "optimizer": "make_study"}
 TWO_METRICS = [{"name": "val/cer", "goal": "minimize"}, {"name": "time/epoch_s", "goal": "minimize"}]
 
 

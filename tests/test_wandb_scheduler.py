@@ -13,18 +13,9 @@ from wandb.sdk.sweeps.scheduler.optimizer import RunConfig, RunWithMetrics
 from wandb.sdk.sweeps.scheduler.optuna import OptunaDeclarativeOptimizer, search_space_from_sweep_config
 from wandb.sdk.sweeps.sweep_info import SweepInfo
 
-from launch.sweep_spec import PROJECT_KEYS, SweepSpec, check_sweep, load_sweep
-from launch.wandb_scheduler import (
-    FACTORY,
-    SOURCE,
-    STORAGE_ENV,
-    SWEEP_FILE_ENV,
-    make_study,
-    project_optimizer,
-    run_scheduler,
-    scheduler_config,
-)
-from launch.wandb_sweep import create_sweep
+from launch.engine.spec import PROJECT_KEYS, SweepSpec, check_sweep, load_sweep
+from launch.engine.wandb_create import FACTORY, SOURCE, create_sweep, scheduler_config
+from launch.engine.wandb_scheduler import STORAGE_ENV, SWEEP_FILE_ENV, make_study, project_optimizer, run_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -284,7 +275,7 @@ def test_sweep_scheduler_runs_wandbs_scheduler_with_the_project_factory(tmp_path
 def test_cli_sweep_scheduler_passes_its_options(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    import launch.wandb_scheduler as S
+    import launch.engine.wandb_scheduler as S
     from launch.cli import cli
 
     seen = {}
@@ -372,7 +363,8 @@ def curve_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
 
 def test_the_demo_yaml_also_runs_unchanged_under_sweep_local(tmp_path):
     """The third engine for the same file: `sweep local` (the other two are checked above up to the request)."""
-    from launch.local_sweep import prepare, run_local_sweep
+    from launch.engine.local import run_local_sweep
+    from launch.engine.plan import prepare
 
     spec = load_sweep(ROOT / "sweeps" / "demo.yaml")
     sweep = prepare(spec, trials=3, overrides=[f"train.run_dir={tmp_path}", "train.max_epochs=2"], heartbeat=0,

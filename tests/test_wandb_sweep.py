@@ -10,8 +10,9 @@ import optuna
 import pytest
 import yaml
 
-from launch.sweep_spec import PROJECT_KEYS, SweepSpec, check_sweep, load_sweep
-from launch.wandb_sweep import PRUNE_ENV, SharedPruning, create_sweep, run_agents
+from launch.engine.spec import PROJECT_KEYS, SweepSpec, check_sweep, load_sweep
+from launch.engine.wandb_agent import PRUNE_ENV, SharedPruning, run_agents
+from launch.engine.wandb_create import create_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
