@@ -208,6 +208,52 @@ def test_median_pruner_prunes_the_clearly_worse_run(tmp_path):
     assert bad.user_attrs["state"] == "pruned"
 
 
+def ctc_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
+    """val/cer and val/cer_ctc_greedy disagree: the summary's `<select_metric>_best` is the selected metric's best."""
+    from trainer.train import RunResult
+
+    run_dir = Path(cfg.train.run_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    offset = abs(math.log10(cfg.optim.lr / GOOD_LR))
+    rows = [{"epoch": e, "val/cer": 0.9 - 0.1 * e, "val/cer_ctc_greedy": 0.5 + offset + 0.2 / e} for e in (1, 2, 3)]
+    for row in rows:
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if prune is not None and prune(row["epoch"], row):
+            break
+    selected = cfg.train.select_metric
+    best = min(rows, key=lambda r: r[selected])
+    summary = {"state": "finished", f"{selected}_best": best[selected], "epoch_best": best["epoch"], "epochs": 3}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return RunResult(run_dir, "finished", summary)
+
+
+def test_trials_select_prune_and_are_valued_by_the_sweep_metric(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2]}}, name="ctc",
+                       metric={"name": "val/cer_ctc_greedy", "goal": "minimize"})  # fmt: skip
+    sweep = prepare(spec, overrides=overrides(tmp_path, 3), heartbeat=0, verbose=False)
+    study = run_local_sweep(sweep, workers=1, train_fn=ctc_train)
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    for t in study.get_trials():
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["select_metric"] == "val/cer_ctc_greedy"
+        offset = abs(math.log10(t.params["optim.lr"] / GOOD_LR))
+        assert t.value == pytest.approx(0.5 + offset + 0.2 / 3)  # not val/cer's best (0.6)
+        assert t.intermediate_values == pytest.approx({e: 0.5 + offset + 0.2 / e for e in (1, 2, 3)})
+        assert t.user_attrs["metrics"]["val/cer_ctc_greedy_best"] == pytest.approx(t.value)
+
+
+def test_a_run_without_the_sweep_metric_in_its_summary_is_a_failed_trial(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3]}}, name="nokey",
+                       metric={"name": "val/loss", "goal": "minimize"})  # fmt: skip
+    sweep = prepare(spec, overrides=overrides(tmp_path, 2), heartbeat=0, verbose=False)
+    study = run_local_sweep(sweep, workers=1, train_fn=fake_train)  # its summary holds val/cer_best only
+    (trial,) = study.get_trials()
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["reason"] == f"{trial.user_attrs['run_dir']}/summary.json has no val/loss_best"
+
+
 def test_journal_storage(tmp_path):
     spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2]}}, name="jr")
     sweep = prepare(

@@ -13,6 +13,7 @@ from launch.engine.spec import SweepSpec, check_sweep, load_sweep, validate_swee
 from launch.engine.study import suggest
 from trainer import config as config_mod
 from trainer.errors import ConfigError
+from trainer.metrics import METRICS, SELECTABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = ["${env}", "${interpreter}", "-m", "launch", "train", "--config", "configs/small.yaml", "${args}"]
@@ -313,8 +314,8 @@ def test_scheduler_and_multi_objective_sweeps_are_valid():
         ({"metrics": [TWO_METRICS[0]]}, "metrics: a list of two or more metrics"),
         ({"metric": {"name": "val/cer"}}, "metrics: cannot be used beside metric"),
         (
-            {"metrics": [TWO_METRICS[0], {"name": "val/wer"}]},
-            "metrics[1].name: 'val/wer' is not a metric lipsweep logs",
+            {"metrics": [TWO_METRICS[0], {"name": "val/werr"}]},
+            "metrics[1].name: 'val/werr' is not a metric lipsweep logs; did you mean val/wer?",
         ),
         ({"metrics": [TWO_METRICS[0], {"name": "time/epoch_s", "goal": "min"}]}, "metrics[1].goal: 'min' must be"),
     ],
@@ -329,3 +330,50 @@ def test_metrics_need_method_custom():
     raw = {k: v for k, v in s.raw.items() if k != "metric"}
     out = check_sweep(SweepSpec({**raw, "metrics": TWO_METRICS}))
     assert out == ["metrics: several objectives need method: custom with a scheduler"]
+
+
+# --------------------------------------------------------------------------- metrics from the registry (trainer/metrics.py)
+
+
+@pytest.mark.parametrize("name", SELECTABLE)
+def test_every_selectable_metric_is_a_sweep_metric_with_its_registry_goal(name):
+    goal = METRICS[name].goal
+    assert problems(metric={"name": name, "goal": goal}) == []
+    other = "maximize" if goal == "minimize" else "minimize"
+    out = problems(metric={"name": name, "goal": other})
+    assert out == [f"metric.goal: {name} is better {'lower' if goal == 'minimize' else 'higher'}, but the YAML "
+                   f"has goal {other}; write goal: {goal}"]  # fmt: skip
+
+
+def test_a_logged_metric_that_cannot_select_a_checkpoint_is_refused_as_the_first_metric():
+    assert "train/loss" in METRICS and "train/loss" not in SELECTABLE
+    (out,) = problems(metric={"name": "train/loss", "goal": "minimize"})
+    assert out.startswith("metric.name: 'train/loss' cannot be a sweep's (first) metric") and "val/cer" in out
+    (out,) = problems(metric={"name": "val/cer_ctc_greedyy"})
+    assert out == "metric.name: 'val/cer_ctc_greedyy' is not a metric lipsweep logs; did you mean val/cer_ctc_greedy?"
+
+
+def test_a_maximized_metric_needs_its_goal_written():
+    maximized = next(n for n in SELECTABLE if METRICS[n].goal == "maximize")
+    (out,) = problems(metric={"name": maximized})
+    assert out.startswith(f"metric.goal: {maximized} is better higher, but the YAML has no goal (W&B then minimizes)")
+
+
+def test_trials_select_by_the_sweep_metric_so_nothing_may_set_it_otherwise():
+    ctc = {"name": "val/cer_ctc_greedy", "goal": "minimize"}
+    assert problems(metric=ctc, command=[*COMMAND[:-1], "train.select_metric=val/cer_ctc_greedy", "${args}"]) == []
+    (out,) = problems(metric=ctc, command=[*COMMAND[:-1], "--train.select_metric=val/cer", "${args}"])
+    assert out.startswith("command: --train.select_metric=val/cer differs from the sweep's metric val/cer_ctc_greedy")
+    (out,) = problems({"optim.lr": {"values": [1e-3]}, "train.select_metric": {"values": ["val/cer", "val/loss"]}})
+    assert out.startswith("parameters.train.select_metric: set by the sweep's metric (val/cer) for every trial")
+    (out,) = check_sweep(sweep({"optim.lr": {"values": [1e-3]}}), ["train.select_metric=val/loss"])
+    assert out.startswith("overrides: train.select_metric=val/loss differs from the sweep's metric val/cer")
+
+
+def test_the_command_w_and_b_receives_selects_by_the_sweep_metric():
+    spec = sweep({"optim.lr": {"values": [1e-3]}}, metric={"name": "val/cer_ctc_greedy", "goal": "minimize"})
+    assert spec.wandb_config()["command"] == [*COMMAND[:-1], "train.select_metric=val/cer_ctc_greedy", "${args}"]
+    written = [*COMMAND[:-1], "train.select_metric=val/cer_ctc_greedy", "${args}"]
+    kept = sweep({"optim.lr": {"values": [1e-3]}}, metric=spec.raw["metric"], command=written)
+    assert kept.wandb_config()["command"] == written  # set in the YAML: sent as written
+    assert check_sweep(SweepSpec(spec.wandb_config())) == []

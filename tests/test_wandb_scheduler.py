@@ -66,11 +66,13 @@ def test_every_shipped_sweep_goes_unchanged_through_both_engines(tmp_path, path,
     builtin = create_sweep(spec, records=tmp_path, engine="wandb")
     optuna_engine = create_sweep(spec, records=tmp_path, engine="optuna")
     plain, custom = wandb_request
-    assert plain == {k: v for k, v in spec.raw.items() if k not in PROJECT_KEYS}
+    raw = {k: v for k, v in spec.raw.items() if k not in PROJECT_KEYS}
+    selecting = [*raw["command"][:-1], f"train.select_metric={spec.metric}", "${args}"]  # the one word added
+    assert raw["command"][-1] == "${args}" and plain == {**raw, "command": selecting}
     assert not set(PROJECT_KEYS) & set(custom)
     assert custom["method"] == "custom" and "early_terminate" not in custom
     assert custom["scheduler"] == {"engine": "optuna", "source": SOURCE, "optimizer": FACTORY}
-    assert custom["parameters"] == spec.raw["parameters"] and custom["command"] == spec.raw["command"]
+    assert custom["parameters"] == spec.raw["parameters"] and custom["command"] == selecting
     for config in (plain, custom):
         assert check_sweep(SweepSpec(config)) == []  # W&B's schema, our keys, the source file and its factory
         _validate_config_and_fill_distribution(config)  # wandb's own client-side check
@@ -85,7 +87,8 @@ def test_a_yaml_with_a_scheduler_block_is_sent_as_written(tmp_path):
            "scheduler": {"engine": "optuna", "source": SOURCE, "optimizer": FACTORY}}  # fmt: skip
     spec = SweepSpec(raw)
     assert check_sweep(spec) == []
-    assert scheduler_config(spec) == {k: v for k, v in raw.items() if k != "pruner"}
+    selecting = [*COMMAND[:-1], "train.select_metric=val/cer", "${args}"]
+    assert scheduler_config(spec) == {**{k: v for k, v in raw.items() if k != "pruner"}, "command": selecting}
     with pytest.raises(Exception, match="scheduler.engine is ax"):
         scheduler_config(SweepSpec({**raw, "scheduler": {"engine": "ax"}}))
 

@@ -33,7 +33,9 @@ def test_create_sends_a_config_wandb_accepts(tmp_path, path):
     config = sent["config"]
     assert created.sweep_id == "abc123" and created.path == "proj/abc123" and sent["project"] == "proj"
     assert not set(PROJECT_KEYS) & set(config)  # W&B's schema refuses unknown top-level keys
-    assert {k: v for k, v in spec.raw.items() if k not in PROJECT_KEYS} == config
+    raw = {k: v for k, v in spec.raw.items() if k not in PROJECT_KEYS}
+    assert raw["command"][-1] == "${args}"  # W&B's trials select by the sweep's metric: the one word added
+    assert {**raw, "command": [*raw["command"][:-1], f"train.select_metric={spec.metric}", "${args}"]} == config
     assert check_sweep(SweepSpec(config)) == []  # the schema, the keys, the command
     filled = _validate_config_and_fill_distribution(config)  # wandb's own client-side check before it sends
     for spec_ in filled["parameters"].values():

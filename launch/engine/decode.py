@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from launch.engine.schema import SELECT_KEY
 from trainer import config as config_mod
 from trainer.data import load_dataset
 from trainer.device import select_device, select_precision
+from trainer.metrics import METRICS, best_key
 from trainer.model import build_model
 from trainer.text import Tokenizer
 from trainer.tracking import RunLog
@@ -35,9 +37,11 @@ class DecodeEvaluator:
         self.model.load_state_dict(ckpt["model"])
         self.model.to(self.device)
 
-    def run(self, params: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-        """Decode the validation split with `params`; writes a run folder (config, one metrics row, summary)."""
-        cfg = config_mod.apply_overrides(copy.deepcopy(self.cfg), params)
+    def run(self, params: dict[str, Any], run_dir: Path, metric: str) -> dict[str, Any]:
+        """Decode the validation split with `params`; writes a run folder (config, one metrics row, summary).
+
+        One evaluation: its value of every validation metric is the run's best (`<metric>_best`)."""
+        cfg = config_mod.apply_overrides(copy.deepcopy(self.cfg), {**params, SELECT_KEY: metric})
         log = RunLog(run_dir, cfg, name=run_dir.name)
         log.write_config(cfg)
         started = time.monotonic()
@@ -47,7 +51,8 @@ class DecodeEvaluator:
         log.log_epoch({"epoch": self.epoch, **result.metrics, "time/epoch_s": time.monotonic() - started})
         summary = {
             "name": run_dir.name, "state": "finished", "reason": f"decoded {self.checkpoint} (no training)",
-            "val/cer_best": result.metrics["val/cer"], "epoch_best": self.epoch, "epochs": self.epoch,
+            **{best_key(m): v for m, v in result.metrics.items() if m in METRICS and METRICS[m].validation},
+            "epoch_best": self.epoch, "epochs": self.epoch,
             "runtime_s": time.monotonic() - started, "checkpoint": str(self.checkpoint), "wandb_id": log.wandb_id,
         }  # fmt: skip
         log.write_summary(summary)

@@ -13,39 +13,36 @@ import optuna
 
 from launch.engine.decode import DecodeEvaluator
 from launch.engine.plan import LocalSweep
+from launch.engine.schema import SELECT_KEY
 from launch.engine.study import suggest
 from launch.engine.trials import COUNTED, TrialFailed, counts, format_params, requeue_stopped, retried_from
 from trainer import config as config_mod
 from trainer.config import Config
+from trainer.metrics import best_key
 from trainer.tracking import read_metrics, wandb_mode
 
 # A trainer: `train(cfg, *, name, resume, prune, verbose) -> RunResult` (trainer.train.train, or a fake in tests).
 TrainFn = Callable[..., Any]
 
 
-def _finite(row: dict[str, Any], metric: str) -> bool:
-    v = row.get(metric)
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _number(value: Any) -> float | None:
+    """A finite metric value as a float, else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
-def best_value(rows: list[dict[str, Any]], metric: str, direction: str) -> float | None:
-    values = [float(r[metric]) for r in rows if _finite(r, metric)]
-    if not values:
+def run_values(run_dir: Path, summary: dict[str, Any], objectives: list[tuple[str, str]]) -> list[float] | None:
+    """The run's value of each objective: the first as the summary's `<metric>_best` (the epoch the trainer kept
+    as best.pt), the others as logged at that epoch (`epoch_best`). None when one is missing."""
+    first = _number(summary.get(best_key(objectives[0][0])))
+    if first is None:
         return None
-    return min(values) if direction == "minimize" else max(values)
-
-
-def objective_values(rows: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> list[float] | None:
-    """Several objectives: their values at the epoch where the first one is best (the run's best checkpoint).
-
-    None when no epoch logged them all."""
-    first, goal = objectives[0]
-    complete = [r for r in rows if all(_finite(r, name) for name, _ in objectives)]
-    if not complete:
-        return None
-    pick = min if goal == "minimize" else max
-    best = pick(complete, key=lambda r: float(r[first]))  # the first of equal values
-    return [float(best[name]) for name, _ in objectives]
+    if len(objectives) == 1:
+        return [first]
+    row = next((r for r in read_metrics(run_dir) if r.get("epoch") == summary.get("epoch_best")), {})
+    rest = [v for name, _ in objectives[1:] if (v := _number(row.get(name))) is not None]
+    return [first, *rest] if len(rest) == len(objectives) - 1 else None
 
 
 def final_metrics(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -54,8 +51,8 @@ def final_metrics(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     last = {
         k: v for k, v in (rows[-1] if rows else {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
-    keep = ("val/cer_best", "epoch_best", "epochs", "runtime_s")
-    return {**last, **{k: summary[k] for k in keep if k in summary}}
+    keep = ("epoch_best", "epochs", "runtime_s")
+    return {**last, **{k: v for k, v in summary.items() if k.endswith("_best") or k in keep}}
 
 
 class Objective:
@@ -97,10 +94,13 @@ class Objective:
         return name, None, retry_of
 
     def trial_config(self, trial: optuna.Trial, params: dict[str, Any]) -> Config:
-        """The base config with the sweep's overrides and the trial's values; W&B runs in the sweep's group."""
+        """The base config with the sweep's overrides and the trial's values, selecting by the sweep's metric;
+        W&B runs in the sweep's group."""
         sweep = self.sweep
         cfg = config_mod.load_config(sweep.spec.base_config, [*sweep.spec.local_overrides, *sweep.overrides])
-        cfg = config_mod.apply_overrides(cfg, params, where=f"trial {trial.number}: ")
+        cfg = config_mod.apply_overrides(
+            cfg, {**params, SELECT_KEY: sweep.spec.metric}, where=f"trial {trial.number}: "
+        )
         cfg.tracking.name = ""
         if wandb_mode(cfg) != "disabled":
             cfg.tracking.group = cfg.tracking.group or sweep.study
@@ -160,17 +160,14 @@ class Objective:
             self.say(f"trial {trial.number} failed: {type(e).__name__}: {e}")
             raise TrialFailed(str(e)) from e
 
-    def _value(self, run_dir: Path) -> tuple[float | list[float] | None, str]:
-        """The trial's value(s) and how to show them."""
-        spec = self.sweep.spec
-        rows = read_metrics(run_dir)
-        if spec.multi_objective:
-            values = objective_values(rows, spec.objectives)
-            if values is None:
-                return None, "not every metric of " + ", ".join(n for n, _ in spec.objectives)
-            return values, ", ".join(f"{n} {v:.4g}" for (n, _), v in zip(spec.objectives, values, strict=True))
-        value = best_value(rows, spec.metric, spec.direction)
-        return value, f"{spec.metric} {value:.4f}" if value is not None else f"no {spec.metric}"
+    def _value(self, run_dir: Path, summary: dict[str, Any]) -> tuple[float | list[float] | None, str]:
+        """The trial's value(s) (see `run_values`) and how to show them."""
+        objectives = self.sweep.spec.objectives
+        values = run_values(run_dir, summary, objectives)
+        if values is None:
+            return None, "no " + " and ".join(best_key(n) if i == 0 else n for i, (n, _) in enumerate(objectives))
+        shown = ", ".join(f"{n} {v:.4f}" for (n, _), v in zip(objectives, values, strict=True))
+        return (values if len(values) > 1 else values[0]), shown
 
     def _finish(
         self, trial: optuna.Trial, run_dir: Path, state: str, summary: dict[str, Any], started: float
@@ -181,7 +178,7 @@ class Objective:
         trial.set_user_attr("metrics", final)
         if summary.get("reason"):
             trial.set_user_attr("reason", summary["reason"])
-        value, shown = self._value(run_dir)
+        value, shown = self._value(run_dir, summary)
         took = time.monotonic() - started
         self.say(f"trial {trial.number} {state}: {shown} after {final.get('epochs', '?')} epoch(s), {took:.0f} s")
         if state == "pruned":
@@ -191,12 +188,16 @@ class Objective:
             requeue_stopped(trial)
             self.say(f"trial {trial.number} stopped ({summary.get('reason') or 'stopped'}); queued to resume {run_dir}")
             raise TrialFailed(summary.get("reason") or "stopped")
-        if state != "finished" or value is None:
-            raise TrialFailed(summary.get("reason") or f"the run logged no {self.sweep.spec.metric}")
+        if state != "finished":
+            raise TrialFailed(summary.get("reason") or state)
+        if value is None:
+            reason = f"{run_dir / 'summary.json'} has no {best_key(self.sweep.spec.metric)}"
+            trial.set_user_attr("reason", reason)
+            raise TrialFailed(reason)
         return value
 
     def _decode_trial(self, trial: optuna.Trial, params: dict[str, Any], run_dir: Path, started: float) -> float:
         if self._evaluator is None:
             self._evaluator = DecodeEvaluator(Path(self.sweep.checkpoint or ""), self.sweep.overrides)
-        summary = self._evaluator.run(params, run_dir)
+        summary = self._evaluator.run(params, run_dir, self.sweep.spec.metric)
         return self._finish(trial, run_dir, summary["state"], summary, started)

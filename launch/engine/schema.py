@@ -12,18 +12,14 @@ from typing import Any
 from trainer import config as config_mod
 from trainer.config import PROJECT_ROOT
 from trainer.errors import ConfigError
-from trainer.metrics import suggest
+from trainer.metrics import METRICS, SELECTABLE, suggest
 
-# What a trial logs (trainer/train.py: one metrics.jsonl row an epoch) and so what a sweep can optimise.
-METRICS = (
-    "val/cer", "val/cer_ctc_greedy", "val/letter_er", "val/diacritic_er", "val/loss", "val/loss_ctc", "val/loss_att",
-    "train/cer", "train/loss", "train/loss_ctc", "train/loss_att", "train/acc", "time/epoch_s", "train/clips_per_s",
-)  # fmt: skip
 HYPERBAND_FIELDS = ("type", "min_iter", "max_iter", "s", "eta", "strict")
 METRIC_FIELDS = ("name", "goal", "target", "impute", "impute_while_running")
 SCHEDULER_ENGINES = ("optuna", "ax", "wandb")
 SCHEDULER_FIELDS = ("engine", "source", "optimizer", "search_space")
 MACROS = ("${env}", "${interpreter}", "${args}", "${args_no_hyphens}", "${program}")
+SELECT_KEY = "train.select_metric"  # the config key a trial selects its best epoch by
 EXAMPLE_COMMAND = "[${env}, ${interpreter}, -m, launch, train, --config, configs/small.yaml, ${args}]"
 
 
@@ -78,6 +74,35 @@ def command_overrides(command: Any) -> list[str]:
     return out
 
 
+def with_select_metric(command: Any, metric: str) -> Any:
+    """The command with `train.select_metric=<metric>` before its ${args}, so W&B's trials select best.pt, early
+    stopping and pruning by the sweep's metric (unchanged when it sets the key itself or does not run `launch train`)."""
+    if not isinstance(command, list) or _runs_train([str(w) for w in command]) is None:
+        return command
+    if any(config_mod.parse_override(w)[0] == SELECT_KEY for w in command_overrides(command)):
+        return command
+    words = list(command)
+    at = next((i for i, w in enumerate(words) if w in ("${args}", "${args_no_hyphens}")), len(words))
+    return [*words[:at], f"{SELECT_KEY}={metric}", *words[at:]]
+
+
+def check_select_metric(raw: dict[str, Any], metric: str, overrides: list[str], out: list[str]) -> None:
+    """Trials select by the sweep's metric: `train.select_metric` is neither swept nor set to another metric."""
+    if isinstance(raw.get("parameters"), dict) and SELECT_KEY in raw["parameters"]:
+        out.append(
+            f"parameters.{SELECT_KEY}: set by the sweep's metric ({metric}) for every trial; remove it "
+            "(to select by another metric, make that the sweep's metric)"
+        )
+    for where, words in (("command", command_overrides(raw.get("command"))), ("overrides", overrides)):
+        for word in words:
+            key, value = config_mod.parse_override(word)
+            if key == SELECT_KEY and value != metric:
+                out.append(
+                    f"{where}: {word} differs from the sweep's metric {metric}; every trial selects best.pt, early "
+                    f"stopping and pruning by the sweep's metric: drop it, or make {value} the sweep's metric"
+                )
+
+
 def check_command(raw: dict[str, Any], out: list[str]) -> None:
     """The command runs `-m launch train` with ${args}, and its fixed overrides are valid config keys and values."""
     command = raw.get("command")
@@ -119,8 +144,34 @@ def check_command(raw: dict[str, Any], out: list[str]) -> None:
 # --------------------------------------------------------------------------- metric, scheduler, early_terminate
 
 
-def check_metric(metric: Any, where: str, out: list[str]) -> None:
-    """One `metric:` mapping (or one entry of `metrics:`)."""
+def _metric_name_problem(name: Any, where: str, first: bool) -> str | None:
+    """The first objective must be one a run can select its best checkpoint by; others any metric lipsweep logs."""
+    if not isinstance(name, str):
+        return f"{where}.name: missing; the metric to optimise, for example val/cer"
+    if name not in METRICS:
+        return f"{where}.name: '{name}' is not a metric lipsweep logs{suggest(name, SELECTABLE if first else METRICS)}"
+    if first and name not in SELECTABLE:
+        return (
+            f"{where}.name: '{name}' cannot be a sweep's (first) metric: a run selects best.pt, early stopping and "
+            f"pruning by it (train.select_metric); one of {', '.join(SELECTABLE)}"
+        )
+    return None
+
+
+def _goal_problem(metric: dict[str, Any], where: str) -> str | None:
+    """A goal W&B takes, and the registry's goal (W&B minimizes when `goal:` is absent)."""
+    goal = metric.get("goal", "minimize")
+    if goal not in ("minimize", "maximize"):
+        return f"{where}.goal: '{metric['goal']}' must be minimize or maximize"
+    known = METRICS.get(str(metric.get("name")))
+    if known is not None and goal != known.goal:
+        said = f"goal {goal}" if "goal" in metric else "no goal (W&B then minimizes)"
+        return f"{where}.goal: {known.name} is better {'lower' if known.goal == 'minimize' else 'higher'}, but the YAML has {said}; write goal: {known.goal}"
+    return None
+
+
+def check_metric(metric: Any, where: str, out: list[str], first: bool = True) -> None:
+    """One `metric:` mapping (or one entry of `metrics:`; `first`: the one runs select by)."""
     if not isinstance(metric, dict):
         out.append(f"{where}: must be a mapping like {{name: val/cer, goal: minimize}}")
         return
@@ -129,13 +180,9 @@ def check_metric(metric: Any, where: str, out: list[str]) -> None:
             out.append(
                 f"{where}.{field}: not a metric field (allowed: {', '.join(METRIC_FIELDS)}){suggest(str(field), METRIC_FIELDS)}"
             )
-    name = metric.get("name")
-    if not isinstance(name, str):
-        out.append(f"{where}.name: missing; the metric to optimise, for example val/cer")
-    elif name not in METRICS:
-        out.append(f"{where}.name: '{name}' is not a metric lipsweep logs{suggest(name, METRICS)}")
-    if metric.get("goal", "minimize") not in ("minimize", "maximize"):
-        out.append(f"{where}.goal: '{metric['goal']}' must be minimize or maximize")
+    for problem in (_metric_name_problem(metric.get("name"), where, first), _goal_problem(metric, where)):
+        if problem:
+            out.append(problem)
     if "target" in metric and not is_number(metric["target"]):
         out.append(f"{where}.target: must be a number")
     for field, allowed in (
@@ -160,7 +207,7 @@ def check_objectives(raw: dict[str, Any], out: list[str]) -> None:
         out.append("metrics: a list of two or more metrics (for one, use metric:)")
     else:
         for i, m in enumerate(raw["metrics"]):
-            check_metric(m, f"metrics[{i}]", out)
+            check_metric(m, f"metrics[{i}]", out, first=i == 0)
     if raw.get("method") != "custom":
         out.append("metrics: several objectives need method: custom with a scheduler")
 

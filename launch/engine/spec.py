@@ -131,8 +131,11 @@ class SweepSpec:
         return [o for o in self.command_overrides if not o.lstrip("-").startswith("tracking.")]
 
     def wandb_config(self) -> dict[str, Any]:
-        """The config W&B receives: the YAML without the project's own keys."""
-        return {k: copy.deepcopy(v) for k, v in self.raw.items() if k not in PROJECT_KEYS}
+        """The config W&B receives: the YAML without the project's own keys, its command selecting by the metric."""
+        config = {k: copy.deepcopy(v) for k, v in self.raw.items() if k not in PROJECT_KEYS}
+        if "command" in config:
+            config["command"] = schema.with_select_metric(config["command"], self.metric)
+        return config
 
     def distributions(self) -> dict[str, Any]:
         """{key: optuna distribution}, by wandb's own mapping (one mapping everywhere)."""
@@ -234,6 +237,7 @@ def check_sweep(
     _check_top(raw, out)
     schema.check_objectives(raw, out)
     _check_blocks(raw, out)
+    schema.check_select_metric(raw, spec.metric, list(overrides), out)
     distributions = params_mod.check_parameters(raw, checkpoint_config is not None, out)
     base = _base(spec, overrides, checkpoint_config, out)
     if base is not None and distributions:
