@@ -28,7 +28,7 @@ def validated(path: str, overrides: tuple[str, ...] | list[str] = (), checkpoint
     if problems:
         for p in problems:
             click.echo(f"{path}: {p}", err=True)
-        click.echo(f"{path}: {len(problems)} problem(s); see `python -m launch config keys` for the keys", err=True)
+        click.echo(f"{path}: {len(problems)} problem(s)", err=True)
         sys.exit(1)
     return spec
 

@@ -377,3 +377,44 @@ def test_the_command_w_and_b_receives_selects_by_the_sweep_metric():
     kept = sweep({"optim.lr": {"values": [1e-3]}}, metric=spec.raw["metric"], command=written)
     assert kept.wandb_config()["command"] == written  # set in the YAML: sent as written
     assert check_sweep(SweepSpec(spec.wandb_config())) == []
+
+
+# --------------------------------------------------------------------------- every problem of a parameter (#16.7)
+
+
+def test_every_problem_of_one_parameter_is_reported_not_only_the_first():
+    assert problems({"decode.beam_sizee": {"distribution": "int_uniform", "min": 4, "max": 1, "mean": 2}}) == [
+        "parameters.decode.beam_sizee: unknown config key; did you mean decode.beam_size?",
+        "parameters.decode.beam_sizee.mean: not a field of the int_uniform distribution (fields: min, max); did you mean min?",
+        "parameters.decode.beam_sizee: min (4) is above max (1)",
+    ]
+    assert problems({"decode.beam_size": {"distribution": "q_uniform", "min": "a", "max": "b", "q": -1}}) == [
+        "parameters.decode.beam_size.min: must be a number, got 'a'",
+        "parameters.decode.beam_size.max: must be a number, got 'b'",
+        "parameters.decode.beam_size.q: must be above 0",
+    ]
+    assert problems({"decode.beam_size": {"min": -2, "max": 0}}) == [  # both ends outside the key's range
+        "parameters.decode.beam_size: decode.beam_size: -2 is not allowed; expected int >= 1",
+        "parameters.decode.beam_size: decode.beam_size: 0 is not allowed; expected int >= 1",
+    ]
+
+
+def test_validate_adds_the_config_keys_hint_to_key_errors_only(tmp_path):
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+
+    def validate(parameters: dict) -> list[str]:
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump(sweep(parameters).raw))
+        result = CliRunner().invoke(cli, ["sweep", "validate", str(path)])
+        assert result.exit_code == 1
+        return result.output.splitlines()
+
+    lines = validate({"decode.beam_size": {"values": [0, 2]}})
+    assert not any("config keys" in line for line in lines) and lines[-1].endswith(": 1 problem(s)")
+    lines = validate({"zzz.qqq": {"values": [1]}, "decode.beam_size": {"values": [0]}})
+    hinted = [line for line in lines if "config keys" in line]
+    assert (
+        len(hinted) == 1 and "parameters.zzz.qqq: unknown config key; see `python -m launch config keys`" in hinted[0]
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from launch.engine.schema import is_int, is_number
+from launch.engine.schema import KEYS_HINT, is_int, is_number
 from trainer import config as config_mod
 from trainer.config import Config, KeySpec
 from trainer.errors import ConfigError
@@ -68,58 +68,68 @@ def distribution_name(spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_fields(spec: dict[str, Any], dist: str, where: str, out: list[str]) -> bool:
-    """The distribution's fields: none unknown, every required one present. True when they are right."""
+def _field_problems(spec: dict[str, Any], dist: str, where: str) -> list[str]:
+    """The distribution's fields: none unknown, every required one present."""
     required, optional = DISTRIBUTIONS[dist]
     allowed = ("distribution", *required, *optional)
-    n_before = len(out)
-    for field in spec:
-        if field not in allowed:
-            out.append(
-                f"{where}.{field}: not a field of the {dist} distribution (fields: {', '.join(allowed[1:])}){suggest(str(field), allowed)}"
-            )
-    for field in required:
-        if field not in spec:
-            out.append(f"{where}.{field}: required by the {dist} distribution")
-    return len(out) == n_before
+    out = [
+        f"{where}.{field}: not a field of the {dist} distribution (fields: {', '.join(allowed[1:])}){suggest(str(field), allowed)}"
+        for field in spec
+        if field not in allowed
+    ]
+    return out + [f"{where}.{field}: required by the {dist} distribution" for field in required if field not in spec]
 
 
-def _values_problem(spec: dict[str, Any], dist: str, where: str) -> str | None:
-    """`values:` and `probabilities:` as W&B wants them, or what is wrong."""
-    if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
-        return f"{where}.values: must be a non-empty list"
-    if dist != "categorical_w_probabilities":
-        return None
+def _values_problems(spec: dict[str, Any], dist: str, where: str) -> list[str]:
+    """`values:` and `probabilities:` as W&B wants them."""
+    values = spec.get("values")
+    if "values" in spec and (not isinstance(values, list) or not values):
+        return [f"{where}.values: must be a non-empty list"]
+    if dist != "categorical_w_probabilities" or "probabilities" not in spec:
+        return []
     probs = spec["probabilities"]
-    if not (
-        isinstance(probs, list) and len(probs) == len(spec["values"]) and all(is_number(p) and p >= 0 for p in probs)
-    ):
-        return f"{where}.probabilities: must be one non-negative number per value"
+    if not (isinstance(probs, list) and len(probs) == len(values) and all(is_number(p) and p >= 0 for p in probs)):
+        return [f"{where}.probabilities: must be one non-negative number per value"]
     if abs(sum(probs) - 1.0) > 1e-6:
-        return f"{where}.probabilities: must sum to 1 (they sum to {sum(probs):g})"
-    return None
+        return [f"{where}.probabilities: must sum to 1 (they sum to {sum(probs):g})"]
+    return []
 
 
-def _numbers_problem(spec: dict[str, Any], dist: str, where: str) -> str | None:
-    """The numeric fields: numbers, integers where the distribution needs them, ordered, positive where needed."""
-    for field in ("min", "max", "q", "mu", "sigma", "a", "b"):
-        if field in spec and not is_number(spec[field]):
-            return f"{where}.{field}: must be a number, got {spec[field]!r}"
-    if dist == "int_uniform" and not (is_int(spec["min"]) and is_int(spec["max"])):
-        return f"{where}: int_uniform needs integer min and max"
-    if "distribution" not in spec and "min" in spec and is_int(spec["min"]) != is_int(spec["max"]):
-        return f"{where}: min and max are an int and a float: W&B refuses this as ambiguous; write both as floats (uniform) or ints (int_uniform)"
-    if "min" in spec and spec["min"] > spec["max"]:
-        return f"{where}: min ({spec['min']}) is above max ({spec['max']})"
-    if dist.endswith("_values") and spec["min"] <= 0:
-        return f"{where}.min: the {dist} distribution needs min > 0"
-    if "q" in spec and spec["q"] <= 0:
-        return f"{where}.q: must be above 0"
-    return None
+def _bounds_problems(spec: dict[str, Any], dist: str, where: str) -> list[str]:
+    """min and max (numbers by now): integers where the distribution needs them, unambiguous, ordered, positive."""
+    lo, hi = spec["min"], spec["max"]
+    out = []
+    if dist == "int_uniform" and not (is_int(lo) and is_int(hi)):
+        out.append(f"{where}: int_uniform needs integer min and max")
+    if "distribution" not in spec and is_int(lo) != is_int(hi):
+        out.append(
+            f"{where}: min and max are an int and a float: W&B refuses this as ambiguous; write both as floats (uniform) or ints (int_uniform)"
+        )
+    if lo > hi:
+        out.append(f"{where}: min ({lo}) is above max ({hi})")
+    if dist.endswith("_values") and lo <= 0:
+        out.append(f"{where}.min: the {dist} distribution needs min > 0")
+    return out
+
+
+def _number_problems(spec: dict[str, Any], dist: str, where: str) -> list[str]:
+    """The numeric fields: numbers, then the bounds and the step."""
+    out = [
+        f"{where}.{field}: must be a number, got {spec[field]!r}"
+        for field in ("min", "max", "q", "mu", "sigma", "a", "b")
+        if field in spec and not is_number(spec[field])
+    ]
+    if "min" in spec and "max" in spec and is_number(spec["min"]) and is_number(spec["max"]):
+        out += _bounds_problems(spec, dist, where)
+    if is_number(spec.get("q")) and spec["q"] <= 0:
+        out.append(f"{where}.q: must be above 0")
+    return out
 
 
 def check_spec_fields(spec: dict[str, Any], where: str, out: list[str]) -> str | None:
-    """W&B's schema for one parameter: a known distribution, its fields, their types. Returns the distribution."""
+    """W&B's schema for one parameter: a known distribution, its fields, their types, every problem of them.
+
+    Returns the distribution when the spec has none."""
     dist = distribution_name(spec)
     if dist is None:
         out.append(f"{where}: give values: [...], value: X, or min: and max: (with an optional distribution:)")
@@ -127,13 +137,13 @@ def check_spec_fields(spec: dict[str, Any], where: str, out: list[str]) -> str |
     if dist not in DISTRIBUTIONS:
         out.append(f"{where}.distribution: unknown distribution '{dist}'{suggest(dist, DISTRIBUTIONS)}")
         return None
-    if not _check_fields(spec, dist, where, out):
-        return None
-    problem = _values_problem(spec, dist, where) or _numbers_problem(spec, dist, where)
-    if problem:
-        out.append(problem)
-        return None
-    return dist
+    problems = [
+        *_field_problems(spec, dist, where),
+        *_values_problems(spec, dist, where),
+        *_number_problems(spec, dist, where),
+    ]
+    out.extend(problems)
+    return None if problems else dist
 
 
 def check_values_fit_key(key: KeySpec, dist: Any, where: str, out: list[str]) -> None:
@@ -154,59 +164,73 @@ def check_values_fit_key(key: KeySpec, dist: Any, where: str, out: list[str]) ->
     if key.type is int and not isinstance(dist, optuna.distributions.IntDistribution):
         out.append(f"{where}: {key.key} is an integer; use int_uniform (or q_uniform with integer min, max and q)")
         return
-    for bound in (dist.low, dist.high):
+    for bound in dict.fromkeys((dist.low, dist.high)):
         try:
             config_mod.coerce(key, bound)
         except ConfigError as e:
             out.append(f"{where}: {e}")
-            return
 
 
-def _key_problem(key: Any, spec: Any, checkpoint: bool) -> str | None:
-    """What is wrong with a parameter's name (or its shape) before its distribution is read."""
+def _key_problem(key: Any, checkpoint: bool) -> str | None:
+    """What is wrong with a parameter's name: unknown, or not a decode.* key in a sweep on a checkpoint."""
+    where = f"parameters.{key}"
+    if key not in config_mod.schema():
+        hint = config_mod.closest_key(str(key))
+        return f"{where}: unknown config key" + (f"; did you mean {hint}?" if hint else f"; {KEYS_HINT}")
+    if checkpoint and not str(key).startswith("decode."):
+        return f"{where}: a sweep on a trained checkpoint can only vary decode.* keys"
+    return None
+
+
+def _shape_problem(key: Any, spec: Any) -> str | None:
+    """A parameter that is not a mapping, or W&B's nested form: nothing more can be checked."""
     where = f"parameters.{key}"
     if str(key) in config_mod.sections() and isinstance(spec, dict) and "parameters" in spec:
         return f"{where}: nested parameters are not used here; name each key flat and dotted ({key}.xxx: ...)"
-    if key not in config_mod.schema():
-        hint = config_mod.closest_key(str(key))
-        return f"{where}: unknown config key" + (
-            f"; did you mean {hint}?" if hint else "; see `python -m launch config keys`"
-        )
-    if checkpoint and not str(key).startswith("decode."):
-        return f"{where}: a sweep on a trained checkpoint can only vary decode.* keys"
     if not isinstance(spec, dict):
         return f"{where}: must be a mapping (values: [...], min: / max:, distribution: ...)"
     return None
 
 
+def _distribution(spec: dict[str, Any], where: str, out: list[str]) -> Any:
+    """wandb's Optuna distribution of a spec W&B's schema accepts (None, with the reason, when wandb refuses it)."""
+    try:
+        with warnings.catch_warnings():  # a list among categorical values: reported by the key check, in our words
+            warnings.simplefilter("ignore", UserWarning)
+            return wandb_mapping()(spec)
+    except (ValueError, TypeError) as e:
+        out.append(f"{where}: {e} (wandb's mapping to Optuna, used by `sweep local` and W&B's Optuna engine)")
+        return None
+
+
+def check_parameter(key: Any, spec: Any, checkpoint: bool, out: list[str]) -> Any:
+    """Every problem of one parameter (its name, its W&B spec, its values against the key); its distribution if none."""
+    where = f"parameters.{key}"
+    shape = _shape_problem(key, spec)
+    if shape:
+        out.append(shape)
+        return None
+    n_before = len(out)
+    key_problem = _key_problem(key, checkpoint)
+    if key_problem:
+        out.append(key_problem)
+    dist = check_spec_fields(spec, where, out)
+    if dist is None or key not in config_mod.schema():
+        return None
+    optuna_dist = _distribution(spec, where, out)
+    if optuna_dist is not None:
+        check_values_fit_key(config_mod.schema()[key], optuna_dist, where, out)
+    return optuna_dist if len(out) == n_before else None
+
+
 def check_parameters(raw: dict[str, Any], checkpoint: bool, out: list[str]) -> dict[str, Any]:
     """Check each parameter; returns {key: optuna distribution} for the ones that are right."""
-    to_distribution = wandb_mapping()
     params = raw.get("parameters")
     if not isinstance(params, dict) or not params:
         out.append("parameters: must be a non-empty mapping of dotted config keys (optim.lr: {...})")
         return {}
-    good: dict[str, Any] = {}
-    for key, spec in params.items():
-        where = f"parameters.{key}"
-        problem = _key_problem(key, spec, checkpoint)
-        if problem:
-            out.append(problem)
-            continue
-        if check_spec_fields(spec, where, out) is None:
-            continue
-        try:
-            with warnings.catch_warnings():  # a list among categorical values: reported below, in our words
-                warnings.simplefilter("ignore", UserWarning)
-                dist = to_distribution(spec)
-        except (ValueError, TypeError) as e:
-            out.append(f"{where}: {e} (wandb's mapping to Optuna, used by `sweep local` and W&B's Optuna engine)")
-            continue
-        n_before = len(out)
-        check_values_fit_key(config_mod.schema()[key], dist, where, out)
-        if len(out) == n_before:
-            good[key] = dist
-    return good
+    good = {key: check_parameter(key, spec, checkpoint, out) for key, spec in params.items()}
+    return {key: dist for key, dist in good.items() if dist is not None}
 
 
 # --------------------------------------------------------------------------- grid

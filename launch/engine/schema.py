@@ -20,6 +20,7 @@ SCHEDULER_ENGINES = ("optuna", "ax", "wandb")
 SCHEDULER_FIELDS = ("engine", "source", "optimizer", "search_space")
 MACROS = ("${env}", "${interpreter}", "${args}", "${args_no_hyphens}", "${program}")
 SELECT_KEY = "train.select_metric"  # the config key a trial selects its best epoch by
+KEYS_HINT = "see `python -m launch config keys`"  # added to unknown-key problems only
 EXAMPLE_COMMAND = "[${env}, ${interpreter}, -m, launch, train, --config, configs/small.yaml, ${args}]"
 
 
@@ -133,7 +134,9 @@ def check_command(raw: dict[str, Any], out: list[str]) -> None:
         key, value = config_mod.parse_override(word)
         if key not in specs:
             hint = config_mod.closest_key(key)
-            out.append(f"command: {word}: unknown config key" + (f"; did you mean {hint}?" if hint else ""))
+            out.append(
+                f"command: {word}: unknown config key" + (f"; did you mean {hint}?" if hint else f"; {KEYS_HINT}")
+            )
             continue
         try:
             config_mod.coerce(specs[key], value)
