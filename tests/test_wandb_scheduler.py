@@ -40,7 +40,7 @@ def wandb_request(monkeypatch):
         default_entity = "ent"
 
     monkeypatch.setattr(public_sweeps, "_upsert_sweep", upsert)
-    monkeypatch.setattr(wandb_login, "_login", lambda **kwargs: True)
+    monkeypatch.setattr(wandb_login, "_login", lambda **kwargs: (True, None))  # logged in: (success, key)
     monkeypatch.setattr(wandb, "Api", Api)
     return sent
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 
+from launch.engine.login import require_login
 from launch.engine.pruners import make_pruner
 from launch.engine.spec import SweepSpec
 from launch.engine.study import make_storage
@@ -111,6 +112,8 @@ def run_agents(
     """Run `per_gpu` agents on each GPU until they finish; returns each agent's exit codes (restarts included)."""
     if per_gpu < 1:
         raise UserError("--per-gpu must be at least 1")
+    if agent_command is None:
+        require_login("sweep agent")
     command = list(agent_command or [sys.executable, "-m", "wandb", "agent"])
     if count:
         command += ["--count", str(count)]

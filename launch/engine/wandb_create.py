@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from launch.engine.login import require_login
 from launch.engine.spec import SweepError, SweepSpec, check_sweep
 from trainer import config as config_mod
 from trainer.errors import ConfigError, UserError
@@ -84,6 +85,7 @@ def create_sweep(
     project = project or config.get("project") or cfg.tracking.project
     entity = entity or config.get("entity") or cfg.tracking.entity or None
     if send is None:
+        require_login("sweep create")
         import wandb
 
         send = wandb.sweep

@@ -21,6 +21,7 @@ from typing import Any
 
 import optuna
 
+from launch.engine.login import require_login
 from launch.engine.pruners import make_pruner
 from launch.engine.schema import scheduler_source
 from launch.engine.spec import SweepSpec, load_sweep
@@ -160,6 +161,7 @@ def run_scheduler(
         os.environ[SWEEP_FILE_ENV] = str(sweep_file)
     os.environ[SEED_ENV] = str(seed)
     if run is None:
+        require_login("sweep scheduler")
         import wandb
         from wandb.sdk.sweeps.scheduler.client import run_scheduler as run
 
