@@ -199,7 +199,7 @@ def local_command(
     """Run SWEEP_FILE with Optuna, no W&B server needed. OVERRIDES (key=value) apply to every trial."""
     from launch.engine.local import run_local_sweep
     from launch.engine.plan import prepare
-    from launch.engine.trials import format_rows, trial_rows
+    from launch.engine.progress import final_table, header
 
     extra = [*([f"data.root={data_root}"] if data_root else []), *overrides]
     spec = validated(sweep_file, extra, checkpoint)
@@ -208,11 +208,9 @@ def local_command(
         pruner_options=pruner_opts, checkpoint=checkpoint, seed=seed, heartbeat=heartbeat, max_retry=max_retry,
         verbose=workers == 1,
     )  # fmt: skip
-    click.echo(
-        f"sweep {sweep.study}: {describe(spec)}; {sweep.budget} trial(s), {workers} worker(s), pruner {sweep.pruner}"
-    )
+    click.echo(header(sweep, workers))
     for note in sweep.notes:
         click.echo(f"note: {note}")
     click.echo(f"storage {sweep.storage}; run folders under {sweep.sweep_dir}")
-    study = run_local_sweep(sweep, workers=workers)
-    click.echo(format_rows(trial_rows(study), [name for name, _ in spec.objectives]))
+    run_local_sweep(sweep, workers=workers)
+    click.echo(final_table(sweep), nl=False)

@@ -24,6 +24,7 @@ import optuna
 
 from launch.engine.objective import Objective, TrainFn
 from launch.engine.plan import LocalSweep
+from launch.engine.progress import StatusLine, quiet_wandb
 from launch.engine.pruners import make_pruner
 from launch.engine.study import is_journal, make_sampler, make_storage, with_retry
 from launch.engine.trials import TrialFailed, counted_trials
@@ -67,6 +68,7 @@ def run_worker(sweep: LocalSweep, worker: int = 0, train_fn: TrainFn | None = No
     """Run trials of the study until its budget is spent; returns how many this worker ran."""
     study = open_study(sweep, worker)
     objective = Objective(sweep, worker, train_fn)
+    show = StatusLine(sweep)
     heartbeat = sweep.heartbeat > 0 and not is_journal(sweep.storage)
     ran = 0
     while not objective.stop:
@@ -78,6 +80,7 @@ def run_worker(sweep: LocalSweep, worker: int = 0, train_fn: TrainFn | None = No
             break
         study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
         ran += 1
+        show(study)
     return ran
 
 
@@ -149,5 +152,8 @@ def run_local_sweep(sweep: LocalSweep, workers: int = 1, train_fn: TrainFn | Non
     sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
     if sweep.spec.path is not None:
         (sweep.sweep_dir / "sweep.yaml").write_text(sweep.spec.path.read_text(encoding="utf-8"), encoding="utf-8")
+    quiet_wandb()  # before the workers start: they inherit it
     run_workers(sweep, workers, train_fn)
-    return open_study(sweep)
+    study = open_study(sweep)
+    StatusLine(sweep)(study, final=True)
+    return study

@@ -180,7 +180,8 @@ class Objective:
             trial.set_user_attr("reason", summary["reason"])
         value, shown = self._value(run_dir, summary)
         took = time.monotonic() - started
-        self.say(f"trial {trial.number} {state}: {shown} after {final.get('epochs', '?')} epoch(s), {took:.0f} s")
+        link = f"; W&B run {summary['wandb_url']}" if summary.get("wandb_url") else ""
+        self.say(f"trial {trial.number} {state}: {shown} after {final.get('epochs', '?')} epoch(s), {took:.0f} s{link}")
         if state == "pruned":
             raise optuna.TrialPruned(f"pruned after epoch {final.get('epochs')}")
         if state == "stopped":  # SIGTERM/SIGINT or the time budget: queue it again (it resumes), stop this worker
@@ -192,6 +193,7 @@ class Objective:
             raise TrialFailed(summary.get("reason") or state)
         if value is None:
             reason = f"{run_dir / 'summary.json'} has no {best_key(self.sweep.spec.metric)}"
+            trial.set_user_attr("state", "failed")
             trial.set_user_attr("reason", reason)
             raise TrialFailed(reason)
         return value

@@ -84,22 +84,3 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 def format_params(params: dict[str, Any]) -> str:
     """`optim.lr=0.001, model.ctc_weight=0.3` (floats to 4 significant digits)."""
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def format_rows(rows: list[dict[str, Any]], metric: str | list[str]) -> str:
-    """The trials as a table, best first; with several metrics, `*` marks the Pareto-optimal trials."""
-    metrics = [metric] if isinstance(metric, str) else list(metric)
-    multi = len(metrics) > 1
-    head = "".join(f"  {m:>12}" for m in metrics)
-    lines = [
-        f"{'rank':>4}  {'trial':>5}  {'state':<9}{head}  {'epochs':>6}  " + ("pareto  " if multi else "") + "params"
-    ]
-    for i, r in enumerate(rows, 1):
-        values = r.get("values") or ([r["value"]] if r["value"] is not None else None)
-        cells = "".join(f"  {v:>12.4f}" for v in values) if values else "".join(f"  {'-':>12}" for _ in metrics)
-        mark = ("*" if r.get("pareto") else "").ljust(6) + "  " if multi else ""
-        epochs = r["epochs"] if r["epochs"] is not None else "-"
-        lines.append(
-            f"{i:>4}  {r['trial']:>5}  {r['state']:<9}{cells}  {epochs:>6}  {mark}{format_params(r['params'])}"
-        )
-    return "\n".join(lines)

@@ -42,6 +42,8 @@ def agent_env(gpu: str | None, prune: dict[str, Any] | None, base: dict[str, str
     env["WANDB_AGENT_DISABLE_FLAPPING"] = "true"  # a run that fails early must not stop the agent
     env["WANDB_AGENT_MAX_INITIAL_FAILURES"] = "1000000"
     env["PYTHONUNBUFFERED"] = "1"
+    if "WANDB_SILENT" not in env and "WANDB_QUIET" not in env:
+        env["WANDB_QUIET"] = "true"  # each run prints its URL, not W&B's summary panel (the agent's lines stay)
     if prune:
         env[PRUNE_ENV] = json.dumps(prune)
     else:
