@@ -1,4 +1,4 @@
-"""`python -m launch sweep ...`: validate, create, agent, scheduler, local. Every command validates the sweep first."""
+"""`python -m launch sweep ...`: validate, create, agent, scheduler, local, confirm. Every command given a sweep YAML validates it first."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from launch.engine.login import require_login
 from launch.engine.pruners import PRUNER_NAMES
 from launch.engine.spec import SweepSpec, check_sweep, describe, load_sweep
 from trainer.errors import UserError
@@ -214,3 +215,44 @@ def local_command(
     click.echo(f"storage {sweep.storage}; run folders under {sweep.sweep_dir}")
     run_local_sweep(sweep, workers=workers)
     click.echo(final_table(sweep), nl=False)
+
+
+@sweep_group.command("confirm", context_settings={"ignore_unknown_options": True})
+@click.argument("source")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="how many of the best configs")
+@click.option("--seeds", type=click.IntRange(min=2), default=3, show_default=True,
+              help="training seeds per config: train.seed = the source run's seed + 1 ... + N (same data split)")  # fmt: skip
+@click.option("--by", default=None, help="metric to rank by (default: the source sweep's metric, else val/cer)")
+@click.option("--data", "data_root", default=None, help="dataset folder or manifest (sets data.root)")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="worker processes")
+@click.option("--storage", default=None,
+              help="SQLAlchemy URL or journal:PATH (default: sqlite under <train.run_dir>/<sweep>-confirm/)")  # fmt: skip
+@click.option("--heartbeat", type=click.IntRange(min=0), default=60, show_default=True,
+              help="seconds; a killed seed is retried from its last.pt after 3x this")  # fmt: skip
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def confirm_command(
+    source: str, top: int, seeds: int, by: str | None, data_root: str | None, workers: int, storage: str | None,
+    heartbeat: int, overrides: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Re-train the TOP best configs of SOURCE (as `runs rank` takes it) with SEEDS training seeds each; rank them by
+    their mean and say which differences are within the seeds' noise. Rerunning the command continues it."""
+    from analysis.rank import format_table
+    from launch.engine.confirm import NOISE_RULE, confirm_table, prepare_confirm, write_table
+    from launch.engine.local import run_local_sweep
+
+    if source.startswith("wandb://"):
+        require_login("sweep confirm of a W&B sweep")
+    extra = [*([f"data.root={data_root}"] if data_root else []), *overrides]
+    sweep = prepare_confirm(
+        source, top=top, seeds=seeds, by=by, overrides=extra, storage=storage, heartbeat=heartbeat,
+        verbose=workers == 1,
+    )  # fmt: skip
+    click.echo(f"confirm {sweep.study}: {len(sweep.configs)} config(s) of {source} by {sweep.spec.metric}, "
+               f"{seeds} seeds each ({sweep.budget} runs), {workers} worker(s)")  # fmt: skip
+    for note in sweep.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"storage {sweep.storage}; run folders under {sweep.sweep_dir}")
+    table = confirm_table(sweep, run_local_sweep(sweep, workers=workers))
+    click.echo(format_table(table), nl=False)
+    click.echo(f"within_noise: {NOISE_RULE}")
+    click.echo(f"wrote {write_table(sweep, table)}")

@@ -32,15 +32,16 @@ def write(tmp_path: Path, name: str = "st", **top) -> Path:
 
 
 def a_study() -> optuna.Study:
-    """Two finished trials, one pruned, one failed, one stopped, one running, one queued, one skipped."""
+    """Two finished trials, one pruned, one failed, one stopped, one skipped, one running, one retried (queued)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(study_name="st")
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     S = optuna.trial.TrialState
 
-    def add(trial_state, value=None, **attrs):
+    def add(trial_state, value=None, system_attrs=None, **attrs):
         study.add_trial(optuna.trial.create_trial(state=trial_state, value=value, params={"x": 0.5}, distributions=dist,
-                                                  user_attrs=attrs, intermediate_values={1: 0.9}))  # fmt: skip
+                                                  user_attrs=attrs, system_attrs=system_attrs,
+                                                  intermediate_values={1: 0.9}))  # fmt: skip
 
     add(S.COMPLETE, 0.61)
     add(S.COMPLETE, 0.4321)
@@ -49,15 +50,16 @@ def a_study() -> optuna.Study:
     add(S.FAIL, state="stopped")
     add(S.FAIL, skipped="grid point already taken")
     add(S.RUNNING)
-    add(S.WAITING)
+    add(S.FAIL)  # trial 7: a dead worker's, retried by trial 8 (queued)
+    add(S.WAITING, system_attrs={"failed_trial": 7, "retry_history": [7]})
     return study
 
 
 def test_status_counts_every_state_and_names_the_best_trial():
     line = status(a_study(), budget=8, metric="val/cer")
-    assert (
-        line
-        == "[st] 4/8 trials: 2 finished, 1 pruned, 1 failed, 1 stopped, 1 running, 1 queued; best val/cer 0.4321 (trial 1)"
+    assert line == (
+        "[st] 4/8 trials: 2 finished, 1 pruned, 1 failed, 1 stopped, 1 retried, 1 running, 1 queued; "
+        "best val/cer 0.4321 (trial 1)"
     )
     assert status(a_study(), budget=8, metric="val/cer", bar=True).startswith("[st] [##########..........] 4/8")
     empty = optuna.create_study(study_name="e")

@@ -67,7 +67,7 @@ def _more_to_run(study: optuna.Study, sweep: LocalSweep, heartbeat: bool) -> boo
 def run_worker(sweep: LocalSweep, worker: int = 0, train_fn: TrainFn | None = None) -> int:
     """Run trials of the study until its budget is spent; returns how many this worker ran."""
     study = open_study(sweep, worker)
-    objective = Objective(sweep, worker, train_fn)
+    objective = (sweep.objective or Objective)(sweep, worker, train_fn)
     show = StatusLine(sweep)
     heartbeat = sweep.heartbeat > 0 and not is_journal(sweep.storage)
     ran = 0
@@ -78,9 +78,10 @@ def run_worker(sweep: LocalSweep, worker: int = 0, train_fn: TrainFn | None = No
             continue
         if not more:
             break
+        if ran:  # the status after each trial but the last (the sweep's final status follows that one)
+            show(study)
         study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
         ran += 1
-        show(study)
     return ran
 
 

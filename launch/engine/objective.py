@@ -80,7 +80,7 @@ class Objective:
                     return f"grid point already taken by trial {t.number}"
         return None
 
-    def _run_folder(self, trial: optuna.Trial) -> tuple[str, Path | None, int | None]:
+    def _run_folder(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[str, Path | None, int | None]:
         """(name under train.run_dir, run folder to resume or None, the trial this one retries or None).
 
         A dead worker's (or a stopped) trial continues its run folder when it has a checkpoint."""
@@ -128,7 +128,7 @@ class Objective:
         if reason:
             trial.set_user_attr("skipped", reason)
             raise TrialFailed(f"skipped: {reason}")
-        name, resume, retry_of = self._run_folder(trial)
+        name, resume, retry_of = self._run_folder(trial, params)
         run_dir = resume or self.sweep.sweep_dir.parent / name
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")

@@ -34,6 +34,8 @@ class LocalSweep:
     verbose: bool = True
     device: str = "auto"  # train.device of the base config: worker k takes GPU k mod n when it is auto or cuda
     notes: list[str] = field(default_factory=list)  # what `prepare` changed, for the user (pruning off, ...)
+    objective: type | None = None  # what runs a trial: objective.Objective by default (sweep confirm: its own)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # sweep confirm: label -> resolved flat config
 
 
 def default_storage(sweep_dir: Path) -> str:

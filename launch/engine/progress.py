@@ -19,10 +19,11 @@ from analysis.rank import format_table, rank_runs, with_pareto
 from analysis.runs import load_runs
 from launch.engine.plan import LocalSweep
 from launch.engine.spec import describe
+from launch.engine.trials import retried_from
 
 INTERVAL_S = 30.0  # without a terminal: at most one status line this often
 BAR = 20  # characters of the bar on a terminal
-ORDER = ("finished", "pruned", "failed", "stopped", "running", "queued")
+ORDER = ("finished", "pruned", "failed", "stopped", "retried", "running", "queued")
 
 
 def header(sweep: LocalSweep, workers: int) -> str:
@@ -42,12 +43,14 @@ def quiet_wandb() -> None:
         wandb.teardown()
 
 
-def _state(t: optuna.trial.FrozenTrial) -> str | None:
+def _state(t: optuna.trial.FrozenTrial, retried: set[int]) -> str | None:
     """A trial's state as the status counts it (None: a skipped trial, never run)."""
     if "skipped" in t.user_attrs:
         return None
     if t.state == optuna.trial.TrialState.FAIL:
-        return "stopped" if t.user_attrs.get("state") == "stopped" else "failed"
+        if t.user_attrs.get("state") == "stopped":
+            return "stopped"
+        return "retried" if t.number in retried else "failed"  # a dead worker's trial, run again
     return {
         optuna.trial.TrialState.COMPLETE: "finished",
         optuna.trial.TrialState.PRUNED: "pruned",
@@ -68,7 +71,9 @@ def _best(study: optuna.Study, metric: str) -> str:
 
 def status(study: optuna.Study, budget: int, metric: str, bar: bool = False) -> str:
     """`[demo] 5/8 trials: 3 finished, 1 pruned, 1 failed, 1 running; best val/cer 0.8052 (trial 2)`."""
-    counts = Counter(s for t in study.get_trials(deepcopy=False) if (s := _state(t)) is not None)
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials if (n := retried_from(t)) is not None}
+    counts = Counter(s for t in trials if (s := _state(t, retried)) is not None)
     done = counts["finished"] + counts["pruned"] + counts["failed"]
     shown = ", ".join(f"{counts[s]} {s}" for s in ORDER if counts[s] or s in ("finished", "pruned", "failed"))
     filled = round(BAR * min(done, budget) / max(budget, 1))
