@@ -94,6 +94,15 @@ def test_the_best_configs_are_retrained_over_fresh_seeds_and_a_rerun_trains_noth
         prepare_confirm(str(source), top=3, seeds=2, heartbeat=0, verbose=False)
 
 
+def test_a_seed_killed_before_its_first_checkpoint_starts_afresh_in_its_own_folder(tmp_path):
+    sweep = prepare_confirm(str(write_source(tmp_path)), top=1, seeds=2, heartbeat=0, verbose=False)
+    partial = sweep.sweep_dir / "c1-s1"
+    partial.mkdir(parents=True)
+    (partial / "metrics.jsonl").write_text('{"epoch": 1, "val/cer": 9.0}\n')  # no checkpoints/last.pt
+    run_local_sweep(sweep, workers=1, train_fn=seeded_train)
+    assert not (partial / "metrics.jsonl").exists() and read_summary(partial)["state"] == "finished"
+
+
 def test_the_metric_is_the_source_sweeps_and_a_source_without_runs_is_refused(tmp_path):
     source = write_source(tmp_path)
     sweep = prepare_confirm(str(source), top=1, seeds=2, by="val/cer_ctc_greedy", heartbeat=0, verbose=False)
