@@ -103,12 +103,12 @@ def test_the_header_names_the_resolved_pruner_once(tmp_path):
 def test_trials_run_with_wandb_silent_and_agents_runs_quiet(monkeypatch):
     for key in ("WANDB_SILENT", "WANDB_QUIET"):
         monkeypatch.delenv(key, raising=False)
-    quiet_wandb()
-    assert os.environ["WANDB_SILENT"] == "true"
-    monkeypatch.delenv("WANDB_SILENT")
+    with quiet_wandb():
+        assert os.environ["WANDB_SILENT"] == "true"
+    assert "WANDB_SILENT" not in os.environ  # for the sweep only
     monkeypatch.setenv("WANDB_QUIET", "false")  # the user's own choice stays
-    quiet_wandb()
-    assert "WANDB_SILENT" not in os.environ
+    with quiet_wandb():
+        assert "WANDB_SILENT" not in os.environ and os.environ["WANDB_QUIET"] == "false"
     assert agent_env(None, None, base={"PATH": ""})["WANDB_QUIET"] == "true"
     assert "WANDB_QUIET" not in agent_env(None, None, base={"PATH": "", "WANDB_SILENT": "true"})
 

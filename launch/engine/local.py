@@ -153,8 +153,8 @@ def run_local_sweep(sweep: LocalSweep, workers: int = 1, train_fn: TrainFn | Non
     sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
     if sweep.spec.path is not None:
         (sweep.sweep_dir / "sweep.yaml").write_text(sweep.spec.path.read_text(encoding="utf-8"), encoding="utf-8")
-    quiet_wandb()  # before the workers start: they inherit it
-    run_workers(sweep, workers, train_fn)
+    with quiet_wandb():  # set before the workers start: they inherit it
+        run_workers(sweep, workers, train_fn)
     study = open_study(sweep)
     StatusLine(sweep)(study, final=True)
     return study

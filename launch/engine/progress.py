@@ -7,10 +7,12 @@ silenced (`quiet_wandb`): the sweep's lines say what each trial did.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import IO
 
 import optuna
@@ -31,13 +33,24 @@ def header(sweep: LocalSweep, workers: int) -> str:
     return f"sweep {sweep.study}: {describe(sweep.spec, sweep.pruner)}; {sweep.budget} trial(s), {workers} worker(s)"
 
 
-def quiet_wandb() -> None:
-    """Trials' W&B runs print nothing of their own (no per-run header, summary or footer): WANDB_SILENT=true,
-    unless the user set WANDB_SILENT or WANDB_QUIET. wandb reads its variables once per process, so a wandb
-    already set up here (and with no run open) is torn down to read them again."""
+@contextlib.contextmanager
+def quiet_wandb() -> Iterator[None]:
+    """Trials' W&B runs print nothing of their own (no per-run header, summary or footer): WANDB_SILENT=true
+    while the sweep runs, unless the user set WANDB_SILENT or WANDB_QUIET. wandb reads its variables once per
+    process, so a wandb set up here (with no run open) is torn down before and after, to read them again."""
     if "WANDB_SILENT" in os.environ or "WANDB_QUIET" in os.environ:
+        yield
         return
+    _teardown_wandb()
     os.environ["WANDB_SILENT"] = "true"
+    try:
+        yield
+    finally:
+        del os.environ["WANDB_SILENT"]
+        _teardown_wandb()
+
+
+def _teardown_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is None:
         wandb.teardown()
