@@ -21,7 +21,7 @@ from runfolders import epochs, write_run
 from launch.engine.confirm import CSV, confirm_table, prepare_confirm, write_table
 from launch.engine.local import run_local_sweep
 from launch.engine.noise import mean_std, t_quantile, t_tail, welch_half_width, welch_within_noise
-from trainer.errors import UserError
+from trainer.errors import ConfigError, UserError
 from trainer.tracking import read_summary
 
 LRS = {"src-t000": (3e-3, 0.5), "src-t001": (1e-3, 0.3), "src-t002": (2e-3, 0.4)}  # run: (optim.lr, best val/cer)
@@ -107,6 +107,8 @@ def test_the_metric_is_the_source_sweeps_and_a_source_without_runs_is_refused(tm
     source = write_source(tmp_path)
     sweep = prepare_confirm(str(source), top=1, seeds=2, by="val/cer_ctc_greedy", heartbeat=0, verbose=False)
     assert sweep.spec.metric == "val/cer_ctc_greedy" and sweep.spec.goal == "minimize"
+    with pytest.raises(ConfigError, match="--by val/cer_greedy: not a metric .*; did you mean val/cer_ctc_greedy"):
+        prepare_confirm(str(source), top=1, seeds=2, by="val/cer_greedy", heartbeat=0, verbose=False)
     assert prepare_confirm(str(source), top=1, seeds=2, heartbeat=0, storage=f"sqlite:///{tmp_path / 'b.db'}",
                            verbose=False).spec.metric == "val/cer"  # fmt: skip
     failed = tmp_path / "failed"

@@ -368,6 +368,8 @@ def test_trials_select_by_the_sweep_metric_so_nothing_may_set_it_otherwise():
     assert out.startswith("parameters.train.select_metric: set by the sweep's metric (val/cer) for every trial")
     (out,) = check_sweep(sweep({"optim.lr": {"values": [1e-3]}}), ["train.select_metric=val/loss"])
     assert out.startswith("overrides: train.select_metric=val/loss differs from the sweep's metric val/cer")
+    (out,) = check_sweep(sweep({"optim.lr": {"values": [1e-3]}}), ["optim.lr"])  # not key=value: one problem
+    assert out.startswith("command: override 'optim.lr' is not of the form key=value")
 
 
 def test_the_command_w_and_b_receives_selects_by_the_sweep_metric():

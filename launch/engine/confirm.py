@@ -38,9 +38,9 @@ from launch.engine.study import make_storage
 from launch.engine.trials import retried_from
 from trainer import config as config_mod
 from trainer.config import Config
-from trainer.errors import UserError
+from trainer.errors import ConfigError, UserError
 from trainer.io import atomic_write_text
-from trainer.metrics import metric as registry_metric
+from trainer.metrics import METRICS, SELECTABLE, suggest
 
 CONFIG_KEY = "confirm.config"
 SEED_KEY = "confirm.seed"
@@ -100,7 +100,12 @@ def source_objective(src: Source, by: str | None = None, api: Any = None) -> tup
     """(metric, goal) to rank by: `--by` (its registry goal), else the source sweep's metric (its kept YAML, or
     the W&B sweep's config), else val/cer."""
     if by:
-        return by, registry_metric(by, "--by: ").goal
+        if by not in SELECTABLE:
+            raise ConfigError(
+                f"--by {by}: not a metric a run can select its best checkpoint by{suggest(by, SELECTABLE)} "
+                f"(one of {', '.join(SELECTABLE)})"
+            )
+        return by, METRICS[by].goal
     kept = _beside(src)
     if kept is not None:
         spec = load_sweep(kept)

@@ -96,6 +96,8 @@ def check_select_metric(raw: dict[str, Any], metric: str, overrides: list[str], 
         )
     for where, words in (("command", command_overrides(raw.get("command"))), ("overrides", overrides)):
         for word in words:
+            if "=" not in word:  # not an override: the base config's check reports it
+                continue
             key, value = config_mod.parse_override(word)
             if key == SELECT_KEY and value != metric:
                 out.append(
