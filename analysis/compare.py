@@ -1,9 +1,11 @@
-"""Compare the runs of a sweep: overlaid learning curves of the top runs, parameter vs val/cer scatters,
-parallel coordinates and parameter importance, as PNGs and a Markdown/HTML report.
+"""Compare the runs of a sweep: the ranking with its noise (intervals as error bars, which differences are
+real), overlaid learning curves of the top runs, parameter vs metric scatters (a log axis for every
+parameter the sweep samples on a log scale), parallel coordinates and parameter importance, as PNGs and a
+Markdown/HTML report.
 
 Parameter importance: for an Optuna source, Optuna's own evaluator on the study (fANOVA when
-scikit-learn is installed, else PED-ANOVA), over its completed trials and their objective. For other
-sources (or too few completed trials), a simpler estimate: for each parameter alone, the share of the
+scikit-learn is installed, else PED-ANOVA), over its finished trials and their objective. For other
+sources (or too few finished trials), a simpler estimate: for each parameter alone, the share of the
 variance of the metric between groups of runs with the same value (numeric parameters with more than
 four values are cut into up to four quantile bins of at least two runs), corrected for the number of
 groups (epsilon^2: the between-group sum of squares less what that many groups explain by chance,
@@ -28,14 +30,17 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analysis.plots import save_figure  # noqa: E402
-from analysis.rank import format_table, metric_column, rank_runs  # noqa: E402
+from analysis.optuna_runs import load_study  # noqa: E402
+from analysis.plots import epoch_axis, interval_plot, outside_legend, save_figure  # noqa: E402
+from analysis.rank import lower_is_better_for, rank_table, ranking_notes  # noqa: E402
 from analysis.report import Report  # noqa: E402
-from analysis.runs import STATES, Source, load_runs, load_study, parse_source, run_history  # noqa: E402
+from analysis.rows import STATES, Source, parse_source  # noqa: E402
+from analysis.runs import load_runs, run_history  # noqa: E402
+from analysis.tables import format_table  # noqa: E402
 from trainer.io import atomic_write_text  # noqa: E402
 
-COMPLETED = ("finished", "stopped")  # runs whose metric is final (pruned runs stopped early)
-MIN_RUNS = 3  # fewer completed runs than this: no importance estimate
+FINAL = ("finished", "stopped")  # runs whose metric is final (pruned runs stopped early)
+MIN_RUNS = 3  # fewer finished or stopped runs than this: no importance estimate
 
 
 # --------------------------------------------------------------------------- parameter values
@@ -51,8 +56,12 @@ def numeric_values(values: pd.Series) -> pd.Series | None:
     return values.astype("float64")
 
 
-def log_scaled(x: pd.Series) -> bool:
-    """Positive values spanning at least a factor of 20 (a learning rate) are shown on a log axis."""
+def log_scaled(table: pd.DataFrame, param: str, x: pd.Series) -> bool:
+    """A parameter the sweep samples on a log scale is shown on a log axis; without a sweep spec, positive values
+    spanning at least a factor of 20 (a learning rate) are."""
+    declared = table.attrs.get("log_params")
+    if declared is not None:
+        return param in declared
     x = x.dropna()
     return bool(len(x) > 1 and (x > 0).all() and x.max() / x.min() >= 20)
 
@@ -73,11 +82,12 @@ def overlay_curves(histories: Sequence[tuple[str, list[dict[str, Any]]]], out: P
             pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None and "epoch" in r]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", ms=3, color=color, label=label)
-    ax_cer.set(xlabel="epoch", ylabel="val/cer", title="validation CER (joint beam search)", ylim=(0, None))
+    ax_cer.set(xlabel="epoch", ylabel="val/cer", title="validation CER (joint beam search)")
     ax_loss.set(xlabel="epoch", ylabel="train/loss", title="training loss")
     for ax in (ax_cer, ax_loss):
         ax.grid(alpha=0.3)
-    ax_cer.legend(fontsize=8)
+        epoch_axis(ax)
+    outside_legend(ax_loss)  # the same runs in both: one legend, right of the plots
     if title:
         fig.suptitle(title)
     return save_figure(fig, out)
@@ -96,20 +106,22 @@ def param_scatter(table: pd.DataFrame, param: str, column: str, out: Path) -> Pa
         ax.set_xticks(range(len(cats)), cats, rotation=20 if max(map(len, cats)) > 6 else 0)
     else:
         xs = x
-        if log_scaled(x):
+        if log_scaled(table, param, x):
             ax.set_xscale("log")
     pruned = (runs["state"] == "pruned").to_numpy()
-    ax.scatter(np.asarray(xs)[~pruned], runs[column][~pruned], color="tab:blue", label="completed")
+    others = ", ".join(s for s in STATES if s in set(runs["state"][~pruned]))  # the runs table's own state words
+    ax.scatter(np.asarray(xs)[~pruned], runs[column][~pruned], color="tab:blue", label=others)
     if pruned.any():
         ax.scatter(
             np.asarray(xs)[pruned], runs[column][pruned], facecolors="none", edgecolors="tab:gray", label="pruned"
         )
     if len(runs):
-        best = int(np.argmin(runs[column].to_numpy()))
+        values = runs[column].to_numpy()
+        best = int(np.argmin(values) if lower_is_better_for(column) else np.argmax(values))
         ax.scatter([np.asarray(xs)[best]], [runs[column].iloc[best]], marker="*", s=180, color="tab:red", label="best")
     ax.set(xlabel=param, ylabel=column, title=f"{column} vs {param}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    outside_legend(ax)
     return save_figure(fig, out)
 
 
@@ -127,7 +139,7 @@ def parallel_coordinates(table: pd.DataFrame, params: Sequence[str], column: str
             scaled[:, j] = pos / max(1, len(cats) - 1)
             ticks = [(i / max(1, len(cats) - 1), c) for i, c in enumerate(cats)]
         else:
-            values = np.log10(x.to_numpy()) if log_scaled(x) else x.to_numpy()
+            values = np.log10(x.to_numpy()) if log_scaled(table, name, x) else x.to_numpy()
             lo, hi = np.nanmin(values), np.nanmax(values)
             scaled[:, j] = (values - lo) / (hi - lo) if hi > lo else 0.5
             ticks = [(0.0, _short(x.min())), (1.0, _short(x.max()))] if hi > lo else [(0.5, _short(x.min()))]
@@ -200,24 +212,28 @@ def variance_share(x: pd.Series, y: pd.Series) -> float:
 
 
 def simple_importance(table: pd.DataFrame, params: Sequence[str], column: str) -> Importance:
-    """The variance-share estimate (module docstring) over completed runs with the metric."""
-    runs = table[table["state"].isin(COMPLETED) & table[column].notna()]
+    """The variance-share estimate (module docstring) over finished or stopped runs with the metric."""
+    runs = table[table["state"].isin(FINAL) & table[column].notna()]
     method = "variance share of each parameter alone (epsilon^2, normalised)"
     varying = [p for p in params if runs[p].map(str).nunique() > 1]
     if len(runs) < MIN_RUNS or not varying:
-        why = f"{len(runs)} completed runs" if len(runs) < MIN_RUNS else "no parameter varies among the completed runs"
+        why = (
+            f"{len(runs)} finished or stopped runs"
+            if len(runs) < MIN_RUNS
+            else "no parameter varies among the finished or stopped runs"
+        )
         return Importance({}, method, f"not estimated: {why} (at least {MIN_RUNS} needed)")
     raw = {p: variance_share(runs[p], runs[column]) for p in varying}
     total = sum(raw.values())
     values = {p: (v / total if total > 0 else 0.0) for p, v in raw.items()}
-    note = f"over {len(runs)} completed runs; ignores interactions" + (
+    note = f"over {len(runs)} finished or stopped runs; ignores interactions" + (
         "; fewer than 10 runs: noisy" if len(runs) < 10 else ""
     )
     return Importance(dict(sorted(values.items(), key=lambda kv: -kv[1])), method, note)
 
 
 def optuna_importance(source: Source, params: Sequence[str]) -> Importance | None:
-    """Optuna's evaluator on the study's completed trials; None when it has too few or nothing varies."""
+    """Optuna's evaluator on the study's finished trials (Optuna's COMPLETE); None when too few or nothing varies."""
     import optuna
     from optuna.trial import TrialState
 
@@ -234,7 +250,7 @@ def optuna_importance(source: Source, params: Sequence[str]) -> Importance | Non
         evaluator, name = optuna.importance.PedAnovaImportanceEvaluator(), "Optuna PED-ANOVA (scikit-learn absent)"
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
     values = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying, target=target)
-    note = f"over {len(complete)} completed trials' objective" + (
+    note = f"over {len(complete)} finished trials' objective" + (
         "; fewer than 10 trials: noisy" if len(complete) < 10 else ""
     )
     return Importance(dict(values), name, note)
@@ -254,6 +270,37 @@ def param_importance(table: pd.DataFrame, column: str = "val/cer_best") -> Impor
 # --------------------------------------------------------------------------- the report
 
 
+def ranking_section(report: Report, ranked: pd.DataFrame, params: list[str], out_dir: Path) -> None:
+    """The ranking with its noise: the table, the intervals as error bars, and which differences are real."""
+    column = ranked.attrs["ranked_by"]
+    metric = ranked.attrs.get("interval_of", "val/cer")
+    report.heading("Ranking")
+    noise = [f"{metric}_low", f"{metric}_high", "tied", "collapsed"]
+    shown = ranked[["rank", "name", "state", *params, column, *noise, "epoch_best", "epochs"]]
+    report.table(list(shown.columns), [[_plain(v) for v in row] for row in shown.itertuples(index=False)])
+    for note in ranking_notes(ranked):
+        report.text(note)
+    if ranked[f"{metric}_low"].notna().any():
+        report.image(interval_plot(ranked, out_dir / "intervals.png"), f"{metric} of each run with its 95% interval")
+
+
+def parameter_sections(
+    report: Report, table: pd.DataFrame, params: list[str], column: str, out_dir: Path, top: int
+) -> None:
+    """One scatter per parameter, the parallel coordinates and the parameter importance."""
+    report.heading(f"Parameters against {column}")
+    for p in params:
+        report.image(param_scatter(table, p, column, out_dir / f"scatter_{safe_name(p)}.png"), f"{column} vs {p}")
+    report.heading("Parallel coordinates")
+    report.image(parallel_coordinates(table, params, column, out_dir / "parallel_coordinates.png", top=top))
+    report.heading("Parameter importance")
+    importance = param_importance(table, column)
+    report.text(f"Method: {importance.method}; {importance.note}.")
+    if importance.values:
+        report.table(["parameter", "importance"], [[k, round(v, 4)] for k, v in importance.values.items()])
+        report.image(importance_plot(importance, out_dir / "importance.png"))
+
+
 def compare(
     source: str | Path | Source | pd.DataFrame,
     out_dir: str | Path,
@@ -265,43 +312,27 @@ def compare(
     """Write the comparison plots and `compare.md`/`compare.html` into `out_dir`; returns the HTML page."""
     table = source if isinstance(source, pd.DataFrame) else load_runs(source, api=api)
     out_dir = Path(out_dir)
-    column = metric_column(table, by)
-    ranked = rank_runs(table, by)
+    ranked = rank_table(table, by, api=api)
+    column = ranked.attrs["ranked_by"]
     params = list(table.attrs.get("params", []))
     leaders = ranked[ranked["rank"].notna()].head(top)
     report = Report(f"Runs of {table.attrs['source']}")
     counts = table["state"].value_counts()
     states = ", ".join(f"{counts[s]} {s}" for s in STATES if s in counts)
+    direction = "lower" if ranked.attrs["lower_is_better"] else "higher"
     report.text(
-        f"{len(table)} runs ({states}); ranked by {column}, lower is better; swept parameters: "
+        f"{len(table)} runs ({states}); ranked by {column}, {direction} is better; swept parameters: "
         f"{', '.join(params) or 'none found'}."
     )
-
-    report.heading("Ranking")
-    shown = ranked[
-        ["rank", "name", "state", *params, *[c for c in ranked.columns if "/" in c or c in ("epoch_best", "epochs")]]
-    ]
-    report.table(list(shown.columns), [[_plain(v) for v in row] for row in shown.itertuples(index=False)])
-
+    ranking_section(report, ranked, params, out_dir)
     report.heading(f"Learning curves of the top {len(leaders)}")
     histories = [
         (f"#{int(r['rank'])} {r['name']} ({r[column]:.3f})", run_history(table.attrs["source"], r, api=api))
         for _, r in leaders.iterrows()
     ]
     report.image(overlay_curves(histories, out_dir / "learning_curves_top.png"), "val/cer and train/loss per epoch")
-
     if params:
-        report.heading(f"Parameters against {column}")
-        for p in params:
-            report.image(param_scatter(table, p, column, out_dir / f"scatter_{safe_name(p)}.png"), f"{column} vs {p}")
-        report.heading("Parallel coordinates")
-        report.image(parallel_coordinates(table, params, column, out_dir / "parallel_coordinates.png", top=top))
-        report.heading("Parameter importance")
-        importance = param_importance(table, column)
-        report.text(f"Method: {importance.method}; {importance.note}.")
-        if importance.values:
-            report.table(["parameter", "importance"], [[k, round(v, 4)] for k, v in importance.values.items()])
-            report.image(importance_plot(importance, out_dir / "importance.png"))
+        parameter_sections(report, table, params, column, out_dir, top)
     atomic_write_text(out_dir / "ranking.md", format_table(ranked, "markdown"))
     return report.write(out_dir, "compare")[1]
 

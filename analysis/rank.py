@@ -1,5 +1,9 @@
 """Rank runs by a metric: ties share a rank, failed runs come last; a Pareto front for several objectives.
 
+`--by` names any metric of the registry (trainer/metrics.py) or its short column name; its goal sets the
+direction. A metric runs may select by ranks by its best over each run's epochs (`val/cer` ->
+`val/cer_best`), any other by its value at the run's best epoch (`val/hyp_len_ratio@best`).
+
 Several objectives (a `metrics:` sweep): `with_pareto` adds one column per objective (the values at the
 epoch where the first objective is best, as `sweep local` tells its multi-objective study) and a `pareto`
 column marking the runs no other run beats.
@@ -11,7 +15,6 @@ runs without the metric follow, unranked.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,39 +22,71 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from analysis.report import fmt
-from analysis.runs import Source, load_runs, load_yaml, run_history
+from analysis.collapse import collapse_of
+from analysis.noise import noise_columns
+from analysis.predictions import run_predictions
+from analysis.rows import Source, at_best
+from analysis.runs import load_runs, load_yaml, run_history
+from analysis.tables import format_table as format_table  # the one formatter; launch/demo.py imports it from here
 from trainer.errors import ConfigError
+from trainer.metrics import DEFAULT, METRICS, SELECTABLE, Metric, best_key, suggest
 
-# `--by` names a metric as the user says it; the table holds its summary columns.
-ALIASES = {"val/cer": "val/cer_best", "cer": "val/cer_best", "val/cer_ctc_greedy": "val/cer_ctc_greedy@best"}
 UNRANKED_STATES = ("failed",)
+SHORT_NAMES = {m.column: name for name, m in METRICS.items()}  # `--by cer` is `--by val/cer`
+SUFFIXES = ("@best", "_best", "_last", "_low", "_high")
+
+
+def column_metric(column: str) -> Metric | None:
+    """The registry metric a table column summarises ('val/cer_best' -> val/cer), or None."""
+    if column in METRICS:
+        return METRICS[column]
+    for suffix in SUFFIXES:
+        if column.endswith(suffix) and column.removesuffix(suffix) in METRICS:
+            return METRICS[column.removesuffix(suffix)]
+    return None
 
 
 def metric_column(table: pd.DataFrame, by: str) -> str:
-    column = ALIASES.get(by, by)
+    """The column `--by` names: a column of the table as it is, else a registry metric (or its short name): its
+    best over each run's epochs when runs may select by it, else its value at the run's best epoch."""
+    name = SHORT_NAMES.get(by, by)
+    if by not in table.columns and name in METRICS:
+        column = best_key(name) if name in SELECTABLE else at_best(name)
+    else:
+        column = by
     if column not in table.columns:
         numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
-        raise ConfigError(f"cannot rank by {by!r}: no such column; numeric columns: {', '.join(numeric)}")
+        raise ConfigError(
+            f"cannot rank by {by!r}: not a metric lipsweep logs nor a column{suggest(by, [*METRICS, *numeric])}; "
+            f"metrics: {', '.join(METRICS)}"
+        )
     if not pd.api.types.is_numeric_dtype(table[column]):
         raise ConfigError(f"cannot rank by {by!r}: the column is not numeric")
     return column
 
 
+def lower_is_better_for(column: str) -> bool:
+    """A metric column's direction from its goal in the registry; other columns (parameters) lower first."""
+    m = column_metric(column)
+    return m is None or m.goal == "minimize"
+
+
 def rank_runs(
     source: pd.DataFrame | str | Path | Source,
-    by: str = "val/cer",
+    by: str = DEFAULT,
     *,
     top: int | None = None,
-    lower_is_better: bool = True,
+    lower_is_better: bool | None = None,
     api: Any = None,
 ) -> pd.DataFrame:
-    """The runs of `source` (a table from `load_runs`, or a source for it) sorted best first with a `rank` column."""
+    """The runs of `source` (a table from `load_runs`, or a source for it) sorted best first with a `rank` column;
+    the direction follows the metric's goal unless `lower_is_better` says otherwise."""
     table = source if isinstance(source, pd.DataFrame) else load_runs(source, api=api)
     column = metric_column(table, by)
+    lower = lower_is_better_for(column) if lower_is_better is None else lower_is_better
     metric = table[column]
     rankable = metric.notna() & ~table["state"].isin(UNRANKED_STATES)
-    key = metric if lower_is_better else -metric
+    key = metric if lower else -metric
     ranked = table[rankable].assign(_key=key[rankable])
     ranked = ranked.sort_values(["_key", "epoch_best", "runtime_s", "name"], na_position="last", kind="stable")
     ranks = ranked["_key"].rank(method="min").astype("Int64")
@@ -60,11 +95,56 @@ def rank_runs(
     out = pd.concat([ranked, rest]) if len(rest) else ranked
     out["rank"] = out["rank"].astype("Int64")
     out = out[["rank", *[c for c in out.columns if c != "rank"]]].reset_index(drop=True)
-    out.attrs = dict(table.attrs, ranked_by=column)
+    out.attrs = dict(table.attrs, ranked_by=column, lower_is_better=lower)
     return out.head(top) if top is not None else out
 
 
-def best_run(table: pd.DataFrame, by: str = "val/cer", lower_is_better: bool = True) -> pd.Series:
+def rank_table(
+    source: pd.DataFrame | str | Path | Source,
+    by: str = DEFAULT,
+    *,
+    top: int | None = None,
+    api: Any = None,
+    sweep_yaml: str | Path | None = None,
+) -> pd.DataFrame:
+    """The ranking every command shows: `rank_runs`, then for the runs with validation predictions the bootstrap
+    interval and `tied` (analysis/noise.py), and `collapsed` for every run it can judge (analysis/collapse.py);
+    runs without predictions get empty cells."""
+    table = source if isinstance(source, pd.DataFrame) else load_runs(source, api=api, sweep_yaml=sweep_yaml)
+    ranked = rank_runs(table, by)
+    tables = table.attrs.get("wandb_tables", {})
+    preds = [run_predictions(table.attrs["source"], row, tables, api) for _, row in ranked.iterrows()]
+    metric = column_metric(ranked.attrs["ranked_by"])
+    ranked = noise_columns(ranked, preds, metric.name if metric is not None else DEFAULT)
+    judged = [collapse_of(row, pred).collapsed for (_, row), pred in zip(ranked.iterrows(), preds, strict=True)]
+    ranked["collapsed"] = pd.array(judged, dtype="boolean")
+    return ranked.head(top) if top is not None else ranked
+
+
+def ranking_notes(ranked: pd.DataFrame) -> list[str]:
+    """What the noise and collapse columns of a `rank_table` say, one line each."""
+    metric = ranked.attrs.get("interval_of", DEFAULT)
+    with_preds = ranked[f"{metric}_low"].notna()
+    if not with_preds.any():
+        notes = ["no run has val_predictions.csv (older runs): no intervals, no ties"]
+    else:
+        ref = ranked.attrs.get("tied_with")
+        tied = ranked["name"][ranked["tied"].fillna(False).astype(bool) & (ranked["name"] != ref)]
+        apart = ranked["name"][(~ranked["tied"].fillna(True).astype(bool))]
+        notes = [
+            f"{metric}_low/_high: 95% bootstrap interval over each run's validation clips ({int(with_preds.sum())} of "
+            f"{len(ranked)} runs have predictions); tied: the paired difference from {ref} is within noise",
+            f"tied with {ref}: {', '.join(tied) or 'none'}; really worse than {ref}: {', '.join(apart) or 'none'}",
+        ]
+    collapsed = ranked["name"][ranked["collapsed"].fillna(False).astype(bool)]
+    if len(collapsed):
+        notes.append(
+            f"collapsed (one output for most clips, or no better than the best constant output): {', '.join(collapsed)}"
+        )
+    return notes
+
+
+def best_run(table: pd.DataFrame, by: str = DEFAULT, lower_is_better: bool | None = None) -> pd.Series:
     """The first run of the ranking; a ConfigError when no run has the metric."""
     ranked = rank_runs(table, by, lower_is_better=lower_is_better)
     if ranked.empty or pd.isna(ranked.loc[0, "rank"]):
@@ -141,31 +221,3 @@ def with_pareto(
     out["pareto"] = pareto_front(out, dict(objectives))
     out.attrs = dict(table.attrs, objectives=objectives)
     return out
-
-
-def format_table(table: pd.DataFrame, fmt_name: Literal["table", "csv", "markdown"] = "table") -> str:
-    """The table as aligned text, CSV or a Markdown table."""
-    if fmt_name == "csv":
-        buf = io.StringIO()
-        table.to_csv(buf, index=False)
-        return buf.getvalue()
-    cells = [[_cell(v) for v in row] for row in table.itertuples(index=False)]
-    header = [str(c) for c in table.columns]
-    if fmt_name == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-        return "\n".join(lines) + "\n"
-    if fmt_name != "table":
-        raise ValueError(f"format must be table, csv or markdown, got {fmt_name!r}")
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines) + "\n"
-
-
-def _cell(v: Any) -> str:
-    if v is pd.NA or v is None:
-        return "-"
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e6:
-        return str(int(v))
-    return fmt(v) or "-"

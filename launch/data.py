@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
 from trainer.config import load_config
-from trainer.data import BadClip, ClipData, find_clips, load_clips, unknown_report
+from trainer.data import BadClip, open_cache
 from trainer.text import Tokenizer
 
 
@@ -54,52 +54,29 @@ def data_check(root: Path, overrides: tuple[str, ...], config_path: str | None, 
     """Check every clip of ROOT (a folder of clips or a manifest CSV) and report the bad ones.
 
     Prints clip count, frame-length and label-length histograms, token coverage and the most frequent
-    tokens, then every bad clip with its reason. Exits with status 1 when any clip is bad.
-    OVERRIDES are dotted data.* settings (data.max_frames=40).
+    tokens, the dataset's warnings, then every bad clip with its reason. Exits with status 1 when any
+    clip is bad. It builds the data cache that `train` with the same --config and data.* settings then
+    reuses (or reads the one a run built). OVERRIDES are dotted data.* settings (data.max_frames=40).
     """
     cfg = load_config(config_path, [*overrides, f"data.root={root}"]).data
     tokenizer = Tokenizer.from_config(cfg)
-    clips, bad = find_clips(root)
-    unknown: Counter = Counter()
-    good: list[ClipData] = []
-    for item in load_clips(clips, cfg, tokenizer, unknown):
-        if isinstance(item, BadClip):
-            bad.append(item)
-        else:
-            good.append(replace(item, video=None))  # keep the numbers, not the frames
-    frame_lengths = [c.length for c in good]
-    label_lengths = [len(c.targets) for c in good]
-    words = [len(c.text.split()) for c in good]
-    tokens = Counter(i for c in good for i in c.targets)
-
+    folder, index, built = open_cache(cfg, tokenizer, log=lambda line: click.echo(line, err=True))
+    bad = [BadClip(f, r) for f, r in index["skipped"]]
     echo = click.echo
     echo(f"dataset: {root}")
-    echo(f"clips: {len(good) + len(bad)} ({len(good)} good, {len(bad)} bad)")
-    echo(summary("frames per clip", frame_lengths))
-    for line in histogram(frame_lengths):
-        echo(line)
-    echo(summary("tokens per label", label_lengths))
-    for line in histogram(label_lengths):
-        echo(line)
-    echo(summary("words per label", words))
-    sizes = Counter(c.original_size for c in good)
+    echo(f"clips: {len(index['ids']) + len(bad)} ({len(index['ids'])} good, {len(bad)} bad)")
+    print_lengths(index)
+    sizes = Counter(tuple(s) for s in index["sizes"])
     echo("frame sizes: " + ", ".join(f"{h}x{w}: {n}" for (h, w), n in sorted(sizes.items())))
     if any(s != (cfg.image_size, cfg.image_size) for s in sizes):
-        echo(f"  clips not {cfg.image_size}x{cfg.image_size} are resized when the cache is built (data.image_size)")
-
-    n_vocab = len(tokenizer.tokens)
-    seen = [i for i in range(1, n_vocab + 1) if tokens[i]]
-    echo(f"token coverage: {len(seen)} of {n_vocab} vocabulary tokens seen, {sum(tokens.values())} tokens in all")
-    unseen = [tokenizer.token(i) for i in range(1, n_vocab + 1) if not tokens[i]]
-    if unseen:
-        more = f" ... and {len(unseen) - 60} more" if len(unseen) > 60 else ""
-        echo(f"  never seen ({len(unseen)}): " + " ".join(unseen[:60]) + more)
-    echo(f"top {min(top, len(tokens))} tokens:")
-    for i, n in tokens.most_common(top):
-        echo(f"  {tokenizer.token(i) if i != tokenizer.separator else '<sep>'}: {n}")
-    if unknown:
-        echo(unknown_report(unknown))
-
+        echo(f"  clips not {cfg.image_size}x{cfg.image_size} are resized in the cache (data.image_size)")
+    print_tokens(index["targets"], tokenizer, top)
+    for note in index["notes"]:
+        echo(note)
+    if (folder / "index.json").exists():
+        echo(f"cache: {folder} ({'built now' if built else 'already built'}; train reuses it)")
+    else:
+        echo("cache: not written (bad clips): fix them, or check with data.skip_bad=true to write it without them")
     if bad:
         echo(f"bad clips ({len(bad)}):")
         for b in bad:
@@ -107,3 +84,30 @@ def data_check(root: Path, overrides: tuple[str, ...], config_path: str | None, 
         echo("Fix or remove them; training stops on bad clips unless data.skip_bad=true.")
         sys.exit(1)
     echo("no bad clips")
+
+
+def print_lengths(index: dict[str, Any]) -> None:
+    """Histograms of frames per clip and tokens per label, and words per label."""
+    frame_lengths, label_lengths = index["lengths"], [len(t) for t in index["targets"]]
+    click.echo(summary("frames per clip", frame_lengths))
+    for line in histogram(frame_lengths):
+        click.echo(line)
+    click.echo(summary("tokens per label", label_lengths))
+    for line in histogram(label_lengths):
+        click.echo(line)
+    click.echo(summary("words per label", [len(text.split()) for text in index["texts"]]))
+
+
+def print_tokens(targets: Sequence[Sequence[int]], tokenizer: Tokenizer, top: int) -> None:
+    """Vocabulary coverage, the tokens never seen and the most frequent ones."""
+    tokens = Counter(i for t in targets for i in t)
+    n_vocab = len(tokenizer.tokens)
+    seen = [i for i in range(1, n_vocab + 1) if tokens[i]]
+    click.echo(f"token coverage: {len(seen)} of {n_vocab} vocabulary tokens seen, {sum(tokens.values())} tokens in all")
+    unseen = [tokenizer.token(i) for i in range(1, n_vocab + 1) if not tokens[i]]
+    if unseen:
+        more = f" ... and {len(unseen) - 60} more" if len(unseen) > 60 else ""
+        click.echo(f"  never seen ({len(unseen)}): " + " ".join(unseen[:60]) + more)
+    click.echo(f"top {min(top, len(tokens))} tokens:")
+    for i, n in tokens.most_common(top):
+        click.echo(f"  {tokenizer.token(i) if i != tokenizer.separator else '<sep>'}: {n}")

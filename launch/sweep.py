@@ -236,7 +236,7 @@ def confirm_command(
 ) -> None:  # fmt: skip
     """Re-train the TOP best configs of SOURCE (as `runs rank` takes it) with SEEDS training seeds each; rank them by
     their mean and say which differences are within the seeds' noise. Rerunning the command continues it."""
-    from analysis.rank import format_table
+    from analysis.tables import format_table
     from launch.engine.confirm import NOISE_RULE, confirm_table, prepare_confirm, write_table
     from launch.engine.local import run_local_sweep
 

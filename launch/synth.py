@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from trainer.progress import Progress
+
 
 @click.command("synth")
 @click.option(
@@ -27,5 +29,6 @@ def synth_command(out: Path, clips: int, seed: int, fmt: str) -> None:
     from trainer.synthetic import write_dataset
 
     start = time.perf_counter()
-    paths = write_dataset(out, clips, seed=seed, fmt=fmt)
+    with Progress(clips, "data synth", log=lambda line: click.echo(line, err=True)) as progress:
+        paths = write_dataset(out, clips, seed=seed, fmt=fmt, on_clip=lambda _: progress.update())
     click.echo(f"wrote {len(paths)} clips to {out} in {time.perf_counter() - start:.1f} s")

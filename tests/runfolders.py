@@ -13,6 +13,7 @@ import wandb.apis.public as wandb_public
 from trainer.config import load_config, save_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "wandb_sweep.json"
+PREDICTION_COLUMNS = ["id", "frames", "ref", "hyp", "edits", "ref_tokens", "ctc_hyp", "ctc_edits"]
 
 TINY = [
     "model.frontend.widths=[4,4,8,8]",
@@ -55,6 +56,18 @@ def epochs(
     return rows
 
 
+def fixture_predictions(name: str, extra_edits: int = 0) -> list[list[Any]]:
+    """The rows of tests/fixtures/val_predictions_<name>.csv (60 clips), with `extra_edits` more errors on each clip."""
+    with open(Path(__file__).parent / "fixtures" / f"val_predictions_{name}.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return [[*r[:4], int(r[4]) + extra_edits, *r[5:]] for r in rows]
+
+
+def constant_predictions(n: int, hyp: str = "ٱلْٱلْ", ref_tokens: int = 6) -> list[list[Any]]:
+    """n clips that all get the same output (a collapsed model), each with 5 token errors."""
+    return [[f"c{i:03d}", 30, f"كَلِمَة {i}", hyp, 5, ref_tokens, "", ref_tokens] for i in range(n)]
+
+
 def write_run(
     root: Path,
     name: str,
@@ -65,8 +78,11 @@ def write_run(
     reason: str = "",
     samples: list[list[Any]] | None = None,
     confusions: list[list[Any]] | None = None,
+    predictions: list[list[Any]] | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> Path:
-    """A run folder like trainer/train.py writes it; the summary is derived from `rows` as the trainer does."""
+    """A run folder like trainer/train.py writes it; the summary is derived from `rows` as the trainer does (and
+    `summary` added to it); `predictions` are the rows of val_predictions.csv (PREDICTION_COLUMNS)."""
     run = Path(root) / name
     run.mkdir(parents=True, exist_ok=True)
     save_config(load_config("small", [*TINY, *overrides]), run / "config.yaml")
@@ -84,12 +100,16 @@ def write_run(
         "runtime_s": sum(r.get("time/epoch_s", 0) for r in rows),
         "wandb_id": None,
         "wandb_url": None,
+        **(summary or {}),
     }
     (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     if samples is not None:
         (run / "samples").mkdir(exist_ok=True)
         with open(run / "samples" / f"epoch_{best_epoch:03d}.csv", "w", encoding="utf-8", newline="") as f:
             csv.writer(f).writerows([["id", "frames", "ref", "hyp", "cer", "score"], *samples])
+    if predictions is not None:
+        with open(run / "val_predictions.csv", "w", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerows([PREDICTION_COLUMNS, *predictions])
     if confusions is not None:
         with open(run / "confusions.csv", "w", encoding="utf-8", newline="") as f:
             csv.writer(f).writerows([["kind", "ref", "hyp", "count"], *confusions])
@@ -97,34 +117,62 @@ def write_run(
 
 
 class RecordedService:
-    """Stands in for wandb's ServiceApi: answers the sampled-history GraphQL query from the recorded fixture, and
+    """Stands in for wandb's ServiceApi: answers the run-history GraphQL query from the recorded fixture, and
     fails on any other query, so the test proves which requests the code makes."""
 
     def __init__(self, fixture: dict):
         self.app_url = fixture["app_url"]
         self.history = {r["attrs"]["name"]: r["history"] for r in fixture["runs"]}
-        self.queries: list[tuple[str, list[str]]] = []
+        self.queries: list[tuple[str, int]] = []  # (run name, samples asked for)
 
     def execute_graphql(self, query: str, variables: dict | None = None) -> dict:
-        if "sampledHistory" not in query:
+        if "RunFullHistory" not in query:
             raise AssertionError(f"unexpected W&B query: {query[:120]}")
-        spec = json.loads(variables["specs"][0])
-        keys = spec["keys"]
-        self.queries.append((variables["name"], keys))
-        rows = [{k: r[k] for k in keys} for r in self.history[variables["name"]] if all(k in r for k in keys)]
-        return {"project": {"run": {"sampledHistory": [rows[: spec["samples"]]]}}}
+        self.queries.append((variables["name"], variables["samples"]))
+        rows = self.history[variables["name"]][: variables["samples"]]
+        return {"project": {"run": {"history": [json.dumps(r) for r in rows]}}}
+
+
+class RecordedFile:
+    """A run's file as `Run.file(path)` gives it: `download` writes it under `root` and returns it opened."""
+
+    def __init__(self, name: str, text: str):
+        self.name, self.text = name, text
+
+    def download(self, root: str = ".", replace: bool = False, exist_ok: bool = False, api: Any = None):
+        path = Path(root) / self.name
+        if path.exists() and not replace:
+            raise ValueError("File already exists, pass replace=True to overwrite")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.text, encoding="utf-8")
+        return open(path, encoding="utf-8")
+
+
+class RecordedRun(wandb_public.Run):
+    """wandb's public-API run, whose files are the recorded ones (`files`: {path: text})."""
+
+    files_recorded: dict[str, str]
+
+    def file(self, name: str) -> RecordedFile:
+        if name not in self.files_recorded:
+            raise AssertionError(f"unexpected file request: {name}")
+        return RecordedFile(name, self.files_recorded[name])
 
 
 class RecordedApi:
-    """`wandb.Api()`'s `runs`, `run` and `sweep`, returning wandb's own public-API objects built from the fixture."""
+    """`wandb.Api()`'s `runs`, `run` and `sweep`, returning wandb's own public-API objects built from the fixture;
+    `files` holds each run's files ({run id: {path: text}}), e.g. its logged tables."""
 
-    def __init__(self, fixture: dict):
+    def __init__(self, fixture: dict, files: dict[str, dict[str, str]] | None = None):
         self.fixture = fixture
+        self.files = files or {}
         self.service = RecordedService(fixture)
         self.entity, self.project = fixture["entity"], fixture["project"]
 
     def _run(self, attrs: dict, lazy: bool) -> wandb_public.Run:
-        return wandb_public.Run(self.service, self.entity, self.project, attrs["name"], attrs=dict(attrs), lazy=lazy)
+        run = RecordedRun(self.service, self.entity, self.project, attrs["name"], attrs=dict(attrs), lazy=lazy)
+        run.files_recorded = self.files.get(attrs["name"], {})
+        return run
 
     def runs(self, path: str, filters: dict | None = None, per_page: int = 50, lazy: bool = True, **_) -> list:
         assert path == f"{self.entity}/{self.project}"

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, write_tiny_dataset
+from datafiles import opencv_avi
 
 from launch.cli import main
 from trainer.config import save_config
@@ -91,6 +92,12 @@ def truncated_mp4(root: Path) -> None:
     label(root / "bad.csv")
 
 
+def truncated_avi(root: Path) -> None:
+    whole = opencv_avi(root / "bad.avi", gray(8)).read_bytes()
+    (root / "bad.avi").write_bytes(whole[: len(whole) * 6 // 10])  # the header's frame count is kept
+    label(root / "bad.csv")
+
+
 def zero_frame_mp4(root: Path) -> None:
     write_mp4(root / "bad.mp4", gray(0))
     label(root / "bad.csv")
@@ -104,6 +111,33 @@ def zero_frame_avi(root: Path) -> None:
 def too_long(root: Path) -> None:
     np.save(root / "bad.npy", gray(70))
     label(root / "bad.csv")
+
+
+def time_last(root: Path) -> None:
+    np.save(root / "bad.npy", gray(8).transpose(1, 2, 0))  # (H, W, T), as frames stacked on the last axis are
+    label(root / "bad.csv")
+
+
+def zero_bytes(root: Path) -> None:
+    (root / "bad.npy").touch()
+    label(root / "bad.csv")
+
+
+def object_array(root: Path) -> None:
+    ragged = np.empty(2, dtype=object)
+    ragged[:] = [gray(1)[0], gray(1, h=20)[0]]  # np.array(frames, dtype=object) of frames of two sizes
+    np.save(root / "bad.npy", ragged, allow_pickle=True)
+    label(root / "bad.csv")
+
+
+def label_longer_than_the_clip(root: Path) -> None:
+    np.save(root / "bad.npy", gray(8))
+    label(root / "bad.csv", "word\n" + f"{QAALA}\n" * 4)  # 12 tokens for 8 frames
+
+
+def spreadsheet_row_with_two_words(root: Path) -> None:
+    np.save(root / "bad.npy", gray(8))
+    label(root / "bad.csv", f"\ufeffword,\r\n{QAALA},\r\n{QAALA},{QAALA}\r\n")
 
 
 def channels_first(root: Path) -> None:
@@ -137,13 +171,34 @@ def unknown_token(root: Path) -> None:
 
 
 BAD_CLIPS = {
-    "truncated mp4": (truncated_mp4, ["bad.mp4: unreadable (InvalidDataError"]),
+    "mp4 cut before its index": (truncated_mp4, ["bad.mp4: unreadable (InvalidDataError"]),
+    "truncated avi (OpenCV MJPG)": (truncated_avi, ["bad.avi: truncated: the header promises 8 frames, "]),
+    "zero-byte array": (zero_bytes, ["bad.npy: empty file (0 bytes)"]),
+    "object array": (object_array, ["bad.npy: an object array of shape (2,)", "stack the frames into one uint8 array"]),
+    "time on the last axis": (
+        time_last,
+        [
+            "bad.npy: frames on the wrong axis: shape (24, 24, 8); axis 2 looks like time (H x W x T)",
+            "save np.transpose(a, (2, 0, 1)), which is T x H x W",
+        ],
+    ),
+    "label longer than the clip": (
+        label_longer_than_the_clip,
+        ["bad.npy: 8 frames, too few for its label: CTC needs at least 12 (12 tokens)", "bad.csv is this clip's label"],
+    ),
+    "spreadsheet row with two words": (
+        spreadsheet_row_with_two_words,
+        [f"bad.csv: row 3: 2 filled cells ({QAALA}, {QAALA}); write one word a row", "the header is row 1"],
+    ),
     "zero-frame mp4": (zero_frame_mp4, ["bad.mp4: no video stream"]),
     "zero-frame avi": (zero_frame_avi, ["bad.avi: empty (no frames)"]),
     "longer than max_frames": (too_long, ["bad.npy: 70 frames, more than data.max_frames=64"]),
     "3 channels first": (
         channels_first,
-        ["bad.npy: wrong shape (8, 3, 24, 24); expected T x H x W or T x H x W x C (C = 1, 3 or 4)"],
+        [
+            "bad.npy: frames on the wrong axis: shape (8, 3, 24, 24); axis 0 looks like time and axis 1 like colour "
+            "channels (T x C x H x W); save np.transpose(a, (0, 2, 3, 1)), which is T x H x W x C"
+        ],
     ),
     "float frames": (float_frames, ["bad.npy: frames of dtype float32; save uint8 pixels 0..255"]),
     "no word header": (no_word_header, ["bad.csv: the header must be `word`, found `text`"]),
@@ -154,7 +209,7 @@ BAD_CLIPS = {
     "empty csv": (empty_csv, ["bad.csv: empty label file; write the header `word` and one word a row"]),
     "token outside the vocabulary": (
         unknown_token,
-        ["bad.csv: row 2: not in the vocabulary", "'\u0640' (U+0640) at character 3", "data.unknown_to_unk=true"],
+        ["bad.csv: row 3: not in the vocabulary", "'\u0640' (U+0640) at character 3", "data.unknown_to_unk=true"],
     ),
 }
 

@@ -1,29 +1,24 @@
-"""Video reading, labels, the frame cache, splits, batches and `data check`."""
+"""The frame cache, splits, batches and `data check` (videos: test_data_video.py; labels: test_data_labels.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from datafiles import INNA, QAALA, SIZE, VOCAB, config, frames, make_dataset, write_clip, write_label, write_video
 
 from launch.cli import cli
-from trainer import data as data_mod
+from trainer import progress
 from trainer.config import DataConfig
-from trainer.data import Dataset, find_clips, load_dataset, make_batches, read_video, read_words, split_ids
+from trainer.data import cache as cache_mod
+from trainer.data import find_clips, load_dataset, make_batches, read_words, split_ids
 from trainer.errors import DataError
 from trainer.text import Tokenizer
-
-VOCAB = Path(__file__).resolve().parents[1] / "configs" / "vocab" / "vocab.json"
-SIZE = 16
-QAALA = "\u0642\u064e\u0627\u0644\u064e"  # قَالَ  -> 68 210 54
-INNA = "\u0625\u0650\u0646\u064e\u0651"  # إِنَّ  -> 215 32
 
 
 @pytest.fixture(scope="module")
@@ -31,97 +26,19 @@ def tok() -> Tokenizer:
     return Tokenizer.from_file(VOCAB)
 
 
-def frames(t: int, seed: int = 0, h: int = SIZE, w: int = SIZE) -> np.ndarray:
-    """Smooth T x H x W uint8 frames (a moving gradient plus a little noise), codec-friendly."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([(xx * 9 + yy * 5 + 11 * k) % 200 + 20 for k in range(t)])
-    return (base + rng.integers(0, 8, (t, h, w))).astype(np.uint8)
-
-
-def write_mp4(path: Path, video: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p") -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], pix_fmt
-        if codec == "libx264":
-            stream.options = {"qp": "0"}  # lossless luma
-        for f in video:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="gray")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def write_video(path: Path, video: np.ndarray) -> Path:
-    ext = path.suffix
-    if ext == ".mp4":
-        write_mp4(path, video)
-    elif ext == ".avi":
-        write_mp4(path, video, codec="rawvideo", pix_fmt="gray")
-    elif ext == ".npy":
-        np.save(path, video)
-    elif ext == ".npz":
-        np.savez(path, video=video)
-    elif ext == ".pt":
-        torch.save(torch.from_numpy(video.copy()), path)
-    return path
-
-
-def write_label(path: Path, words: list[str]) -> Path:
-    path.write_text("word\n" + "".join(w + "\n" for w in words), encoding="utf-8")
-    return path
-
-
-def write_clip(folder: Path, stem: str, video: np.ndarray, words: list[str], ext: str = ".npy") -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_video(folder / f"{stem}{ext}", video)
-    write_label(folder / f"{stem}.csv", words)
-
-
-def make_dataset(folder: Path, n: int, lengths: list[int] | None = None) -> list[np.ndarray]:
-    videos = []
-    for k in range(n):
-        video = frames(lengths[k] if lengths else 3 + k % 4, seed=k)
-        write_clip(folder, f"{k:05d}", video, [QAALA, INNA][: 1 + k % 2])
-        videos.append(video)
-    return videos
-
-
-def config(root: Path, tmp_path: Path, **kw) -> DataConfig:
-    return DataConfig(**{"root": str(root), "cache_dir": str(tmp_path / "cache"), "image_size": SIZE, **kw})
-
-
-# --------------------------------------------------------------------------- videos
-
-
-@pytest.mark.parametrize("ext", [".mp4", ".avi", ".npy", ".npz", ".pt"])
-def test_every_format_reads_the_same_array(tmp_path: Path, ext: str) -> None:
-    video = frames(6, seed=1)
-    got = read_video(write_video(tmp_path / f"clip{ext}", video))
-    assert got.dtype == np.uint8 and got.shape == video.shape
-    diff = np.abs(got.astype(int) - video.astype(int))
-    assert diff.max() <= (1 if ext == ".mp4" else 0)  # yuv420p limited range rounds luma by at most 1
-
-
-def test_colour_arrays_become_gray(tmp_path: Path) -> None:
-    gray = frames(4, seed=2)
-    rgb = np.repeat(gray[..., None], 3, axis=-1)  # (T, H, W, 3): equal channels -> the same gray
-    assert np.array_equal(read_video(write_video(tmp_path / "rgb.npy", rgb)), gray)
-    one = gray[..., None]
-    assert np.array_equal(read_video(write_video(tmp_path / "one.pt", one)), gray)
-    pure = np.zeros((1, 2, 2, 3), np.uint8)
-    pure[..., 0] = 255  # pure red: 0.299 * 255
-    assert read_video(write_video(tmp_path / "red.npz", pure))[0, 0, 0] == 76
-
-
-def test_other_sizes_are_resized_with_a_warning(tmp_path: Path, tok: Tokenizer) -> None:
+def test_other_sizes_are_resized_with_a_warning_once_per_dataset(tmp_path: Path, tok: Tokenizer) -> None:
     write_clip(tmp_path / "d", "00001", frames(5, h=20, w=24), [QAALA])
     write_clip(tmp_path / "d", "00002", frames(4), [INNA])
     logs: list[str] = []
-    ds = load_dataset(config(tmp_path / "d", tmp_path), tok, log=logs.append)
+    cfg = config(tmp_path / "d", tmp_path)
+    ds = load_dataset(cfg, tok, log=logs.append)
     assert ds.frames.shape == (9, SIZE, SIZE)
-    assert any("1 clips are 20x24, resized to 16x16" in line for line in logs)
+    warning = "warning: 1 clips are 20x24, resized to 16x16 (data.image_size)"
+    assert logs.count(warning) == 1
     assert np.array_equal(ds.video(1), frames(4))  # the right size is left alone
+    for _ in range(3):  # the trials of a sweep, in this process or another: the cache is reused, the warning is not
+        again: list[str] = []
+        assert not load_dataset(cfg, tok, log=again.append).built and warning not in again
 
 
 def test_videos_and_labels_in_separate_subfolders(tmp_path: Path, tok: Tokenizer) -> None:
@@ -141,9 +58,9 @@ def test_videos_and_labels_in_separate_subfolders(tmp_path: Path, tok: Tokenizer
 
 def test_label_rows_and_separator(tmp_path: Path) -> None:
     path = write_label(tmp_path / "a.csv", [QAALA, "", INNA])
-    assert read_words(path) == [(1, QAALA), (3, INNA)]
+    assert read_words(path) == [(2, QAALA), (4, INNA)]  # as a spreadsheet numbers rows: the header is row 1
     sep = Tokenizer.from_file(VOCAB, word_separator=True)
-    write_clip(tmp_path / "d", "00001", frames(3), [QAALA, INNA])
+    write_clip(tmp_path / "d", "00001", frames(6), [QAALA, INNA])
     ds = load_dataset(config(tmp_path / "d", tmp_path, word_separator=True), sep, log=lambda _: None)
     assert ds.targets == [[68, 210, 54, sep.separator, 215, 32]]
 
@@ -153,13 +70,13 @@ def test_label_rows_and_separator(tmp_path: Path) -> None:
 
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = data_mod.read_video
+    real = cache_mod.read_video
 
     def counting(path):
         calls.append(str(path))
         return real(path)
 
-    monkeypatch.setattr(data_mod, "read_video", counting)
+    monkeypatch.setattr(cache_mod, "read_video", counting)
     return calls
 
 
@@ -195,7 +112,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path: Path, tok: Tokenizer, monke
     root = tmp_path / "d"
     make_dataset(root, 4)
     cfg = config(root, tmp_path)
-    real = data_mod.read_video
+    real = cache_mod.read_video
     calls = []
 
     def dying(path):
@@ -204,18 +121,18 @@ def test_interrupted_build_leaves_no_cache(tmp_path: Path, tok: Tokenizer, monke
             raise KeyboardInterrupt  # a kill in the middle of the build
         return real(path)
 
-    monkeypatch.setattr(data_mod, "read_video", dying)
+    monkeypatch.setattr(cache_mod, "read_video", dying)
     with pytest.raises(KeyboardInterrupt):
         load_dataset(cfg, tok, log=lambda _: None)
     assert list((tmp_path / "cache").iterdir()) == []  # no folder, not even the temporary one
-    monkeypatch.setattr(data_mod, "read_video", real)
+    monkeypatch.setattr(cache_mod, "read_video", real)
     ds = load_dataset(cfg, tok, log=lambda _: None)
     assert ds.built and len(ds) == 4
 
 
 def test_unknown_tokens_to_unk_are_reported(tmp_path: Path) -> None:
     unk = Tokenizer.from_file(VOCAB, unknown_to_unk=True)
-    write_clip(tmp_path / "d", "00001", frames(3), [QAALA + "\u0640"])  # tatweel
+    write_clip(tmp_path / "d", "00001", frames(4), [QAALA + "\u0640"])  # tatweel
     logs: list[str] = []
     ds = load_dataset(config(tmp_path / "d", tmp_path, unknown_to_unk=True), unk, log=logs.append)
     assert ds.targets == [[68, 210, 54, unk.unk]]
@@ -223,7 +140,7 @@ def test_unknown_tokens_to_unk_are_reported(tmp_path: Path) -> None:
     assert (
         "1 unknown characters mapped to <unk>" in report
         and "U+0640" in report
-        and "00001.csv, row 1, character 6" in report
+        and "00001.csv, row 2, character 6" in report
     )
 
 
@@ -259,13 +176,13 @@ def test_manifest_with_split_column(tmp_path: Path, tok: Tokenizer) -> None:
     (tmp_path / "vids").mkdir()
     rows = ["id,video,text,split"]
     for k, s in enumerate(["train", "train", "val", "test", "train", "valid"]):
-        write_video(tmp_path / "vids" / f"c{k}.npz", frames(3 + k, seed=k))
+        write_video(tmp_path / "vids" / f"c{k}.npz", frames(5 + k, seed=k))
         rows.append(f"c{k},vids/c{k}.npz,{QAALA} {INNA},{s}")
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
     cfg = config(manifest, tmp_path)
     ds = load_dataset(cfg, tok, log=lambda _: None)
-    assert ds.targets[0] == [68, 210, 54, 215, 32] and list(ds.lengths) == [3, 4, 5, 6, 7, 8]
+    assert ds.targets[0] == [68, 210, 54, 215, 32] and list(ds.lengths) == [5, 6, 7, 8, 9, 10]
     split = ds.split(cfg)
     assert {k: [ds.ids[i] for i in v] for k, v in split.items()} == {
         "train": ["c0", "c1", "c4"],
@@ -282,12 +199,12 @@ def test_manifest_with_split_column(tmp_path: Path, tok: Tokenizer) -> None:
 
 
 def test_batch_padding_and_lengths(tmp_path: Path, tok: Tokenizer) -> None:
-    videos = make_dataset(tmp_path / "d", 4, lengths=[3, 5, 2, 4])
+    videos = make_dataset(tmp_path / "d", 4, lengths=[3, 6, 4, 5])
     ds = load_dataset(config(tmp_path / "d", tmp_path), tok, log=lambda _: None)
     batch = ds.collate([1, 2, 0])
     assert batch.ids == ["00001", "00002", "00000"]
-    assert batch.video.shape == (3, 5, SIZE, SIZE) and batch.video.dtype == torch.uint8
-    assert batch.lengths.tolist() == [5, 2, 3] and batch.lengths.dtype == torch.int64
+    assert batch.video.shape == (3, 6, SIZE, SIZE) and batch.video.dtype == torch.uint8
+    assert batch.lengths.tolist() == [6, 4, 3] and batch.lengths.dtype == torch.int64
     for b, i in enumerate([1, 2, 0]):
         n = len(videos[i])
         assert np.array_equal(batch.video[b, :n].numpy(), videos[i])
@@ -316,23 +233,6 @@ def test_batch_frames_bound_and_seeded_shuffle() -> None:
         make_batches(lengths, indices, batch_frames=30)
 
 
-def test_dataloader_and_pickling(tmp_path: Path, tok: Tokenizer) -> None:
-    make_dataset(tmp_path / "d", 6)
-    ds = load_dataset(config(tmp_path / "d", tmp_path), tok, log=lambda _: None)
-    batches = make_batches(ds.lengths, range(6), batch_size=4)
-    from_loader = list(ds.loader(batches))
-    direct = [ds.collate(b) for b in batches]
-    assert [b.ids for b in from_loader] == [b.ids for b in direct]
-    assert all(
-        torch.equal(a.video, b.video) and torch.equal(a.targets, b.targets)
-        for a, b in zip(from_loader, direct, strict=True)
-    )
-    state = pickle.dumps(ds)
-    assert len(state) < ds.frames.nbytes  # workers reopen the memmap instead of receiving the frames
-    copy: Dataset = pickle.loads(state)
-    assert np.array_equal(copy.video(5), ds.video(5))
-
-
 # --------------------------------------------------------------------------- bad clips
 
 
@@ -354,6 +254,7 @@ def plant_bad_clips(root: Path) -> dict[str, str]:
     write_clip(root, "b_unknown", frames(3), [QAALA + "\u0640"])
     write_video(root / "b_nolabel.npy", frames(3))
     write_label(root / "b_novideo.csv", [QAALA])
+    write_clip(root, "b_ctc", frames(2), [QAALA, INNA])
     return {
         "b_unreadable.mp4": "unreadable",
         "b_empty.npy": "empty (no frames)",
@@ -366,6 +267,7 @@ def plant_bad_clips(root: Path) -> dict[str, str]:
         "b_unknown.csv": "U+0640",
         "b_nolabel.npy": "no label file b_nolabel.csv",
         "b_novideo.csv": "no video",
+        "b_ctc.npy": "2 frames, too few for its label: CTC needs at least 5 (5 tokens)",
     }
 
 
@@ -400,7 +302,7 @@ def test_data_check_finds_each_bad_clip(tmp_path: Path) -> None:
     for name, reason in expected.items():
         assert reason in found[name], (name, found[name])
     assert f"clips: {3 + len(expected)} (3 good, {len(expected)} bad)" in result.output
-    assert "frames per clip: min 3, mean 4.00, max 5" in result.output
+    assert "frames per clip: min 5, mean 6.00, max 7" in result.output
     assert "tokens per label: min 3, mean 3.67, max 5" in result.output
     assert "token coverage: 5 of 226 vocabulary tokens seen, 11 tokens in all" in result.output
     top = result.output.split("tokens:\n", 1)[1].splitlines()
@@ -413,7 +315,7 @@ def test_data_check_clean_dataset_exits_zero(tmp_path: Path) -> None:
         cli, ["data", "check", str(tmp_path / "d"), f"data.image_size={SIZE}", "augment.crop_size=8"]
     )
     assert result.exit_code == 0, result.output
-    assert "no bad clips" in result.output and "  3 | " in result.output  # one histogram row per frame length
+    assert "no bad clips" in result.output and "  5 | " in result.output  # one histogram row per frame length
 
 
 def test_training_stops_on_bad_clips_unless_skip_bad(tmp_path: Path, tok: Tokenizer) -> None:
@@ -430,6 +332,66 @@ def test_training_stops_on_bad_clips_unless_skip_bad(tmp_path: Path, tok: Tokeni
     logs: list[str] = []
     ds = load_dataset(config(root, tmp_path, min_frames=2, skip_bad=True), tok, log=logs.append)
     assert ds.ids == ["00000", "00001", "00002"]
-    assert len(ds.skipped) == len(expected) and any("skipping 11 bad clips" in line for line in logs)
+    assert len(ds.skipped) == len(expected) and any("skipping 12 bad clips" in line for line in logs)
     with pytest.raises(DataError, match="bad clips"):  # the cache built with skip_bad is not reused silently
         load_dataset(cfg, tok, log=lambda _: None)
+
+
+# --------------------------------------------------------------------------- data check leaves the cache
+
+
+def check(root: Path, *overrides: str):
+    return CliRunner().invoke(
+        cli, ["data", "check", str(root), f"data.image_size={SIZE}", "augment.crop_size=8", *overrides]
+    )
+
+
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path):
+        raise AssertionError(f"{path} decoded again")
+
+    monkeypatch.setattr(cache_mod, "read_video", refuse)
+
+
+def test_train_reuses_the_cache_data_check_built(tmp_path: Path, tok: Tokenizer, monkeypatch) -> None:
+    root = tmp_path / "d"
+    videos = make_dataset(root, 4)
+    write_clip(root, "00009", frames(5, h=20, w=24), [QAALA])
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    first = check(root, cache)
+    assert first.exit_code == 0, first.output
+    assert "cache: " in first.output and "(built now; train reuses it)" in first.output
+    assert "warning: 1 clips are 20x24, resized to 16x16 (data.image_size)" in first.output
+
+    no_decoding(monkeypatch)
+    ds = load_dataset(config(root, tmp_path), tok, log=lambda _: None)  # what train calls, with the same settings
+    assert not ds.built and len(ds) == 5 and np.array_equal(ds.video(0), videos[0])
+    second = check(root, cache)  # and data check reads the cache a run built
+    assert second.exit_code == 0 and "(already built; train reuses it)" in second.output
+    assert second.stdout.replace("already built", "built now") == first.stdout  # the same report
+
+
+def test_data_check_with_bad_clips_writes_the_cache_only_under_skip_bad(tmp_path: Path, tok: Tokenizer, monkeypatch):
+    root = tmp_path / "d"
+    make_dataset(root, 3)
+    write_clip(root, "short", frames(2), [QAALA, INNA])
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    result = check(root, cache)
+    assert result.exit_code == 1 and "cache: not written (bad clips)" in result.output
+    assert "short.npy: 2 frames, too few for its label" in result.output
+    assert not list((tmp_path / "cache").glob("*/index.json"))
+    result = check(root, cache, "data.skip_bad=true")
+    assert result.exit_code == 1 and "(built now; train reuses it)" in result.output  # still bad: still status 1
+    no_decoding(monkeypatch)
+    ds = load_dataset(config(root, tmp_path, skip_bad=True), tok, log=lambda _: None)
+    assert not ds.built and len(ds) == 3 and len(ds.skipped) == 1
+
+
+def test_building_the_cache_shows_progress(tmp_path: Path, tok: Tokenizer, monkeypatch) -> None:
+    """Without a terminal (a log file, Kaggle): a status line at most every STATUS_EVERY seconds."""
+    make_dataset(tmp_path / "d", 3)
+    monkeypatch.setattr(progress, "STATUS_EVERY", 0.0)
+    logs: list[str] = []
+    load_dataset(config(tmp_path / "d", tmp_path), tok, log=logs.append)
+    status = [line for line in logs if line.startswith("decoding clips: ")]
+    assert [line.split(",")[0] for line in status] == [f"decoding clips: {k}/3 clips" for k in (1, 2, 3)]

@@ -197,7 +197,7 @@ def test_the_shipped_configs_raise_no_warning(name: str):
         (["optim.lr=2e-3", "model.pretrained.path=vsr.pth"], {}, "optim.lr", "above the usual range for fine-tuning"),
         (["optim.lr=1e-5"], {}, "optim.lr", "below the usual range"),
         (["model.ctc_weight=0", "decode.ctc_weight=0"], {}, "model.ctc_weight", "no CTC loss"),
-        (["model.ctc_weight=1"], {}, "model.ctc_weight", "never trained"),
+        (["model.ctc_weight=1", "decode.ctc_weight=0.3"], {}, "model.ctc_weight", "never trained"),
         (["model.ctc_weight=0.05"], {}, "model.ctc_weight", "the attention loss dominates"),
         (["model.ctc_weight=0", "decode.ctc_weight=0.3"], {}, "decode.ctc_weight", "never trained"),
         (["decode.beam_size=300"], {"vocab_size": 228}, "decode.beam_size", "not smaller than the vocabulary"),
@@ -250,7 +250,7 @@ def test_report_from_the_run_files(tmp_path: Path):
     page = diagnose(run)
     assert page == run / "diagnose" / "report.html"
     md = (run / "diagnose" / "report.md").read_text(encoding="utf-8")
-    for heading in ["1. Learning curves", "2. Over- or under-fitting", "3. Gradient flow", "4. CTC-only greedy",
+    for heading in ["1. Learning curves", "2. Collapse, over- or under-fitting", "3. Gradient flow", "4. CTC-only greedy",
                     "5. Worst validation clips (up to 10)", "6. Token confusions", "7. Hyperparameter sanity", "8. Sanity model"]:  # fmt: skip
         assert f"## {heading}" in md
     assert "**Verdict: over-fitting**" in md

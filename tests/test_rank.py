@@ -18,6 +18,7 @@ from analysis.rank import (
 )
 from analysis.runs import load_runs, make_table
 from trainer.errors import ConfigError
+from trainer.metrics import METRICS
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
@@ -49,14 +50,34 @@ def test_ranking_does_not_depend_on_the_input_order(order):
 
 
 def test_top_and_other_metrics_and_direction():
-    rows = [{**r, "val/cer_ctc_greedy@best": 1 - r["val/cer_best"]} for r in RUNS]
+    rows = [{**r, "val/cer_ctc_greedy_best": 1 - r["val/cer_best"], "val/distinct_best": r["val/cer_best"],
+             "val/hyp_len_ratio@best": r["val/cer_best"]} for r in RUNS]  # fmt: skip
     assert list(rank_runs(table(rows), top=2)["name"]) == ["best", "fast-tie"]
-    by_greedy = rank_runs(table(rows), "val/cer_ctc_greedy")  # alias of the column at the best epoch
-    assert by_greedy["name"].iloc[0] == "worst"
+    by_greedy = rank_runs(table(rows), "val/cer_ctc_greedy")  # a selectable metric: its best over the epochs
+    assert by_greedy["name"].iloc[0] == "worst" and by_greedy.attrs["ranked_by"] == "val/cer_ctc_greedy_best"
+    assert list(rank_runs(table(rows), "cer_ctc")["name"]) == list(by_greedy["name"])  # the registry's short name
+    by_distinct = rank_runs(table(rows), "val/distinct")  # the registry says: higher is better
+    assert by_distinct["name"].iloc[0] == "worst" and by_distinct.attrs["lower_is_better"] is False
+    by_ratio = rank_runs(table(rows), "val/hyp_len_ratio")  # not selectable: its value at the best epoch
+    assert by_ratio.attrs["ranked_by"] == "val/hyp_len_ratio@best" and by_ratio["name"].iloc[0] == "worst"
     by_lr = rank_runs(table(RUNS), "optim.lr", lower_is_better=False)
     assert by_lr["name"].iloc[0] == "fast-tie"
-    with pytest.raises(ConfigError, match="cannot rank by 'val/wer'"):
-        rank_runs(table(RUNS), "val/wer")
+    with pytest.raises(ConfigError, match="cannot rank by 'val/cerr'.*did you mean val/cer"):
+        rank_runs(table(RUNS), "val/cerr")
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_every_registry_metric_ranks_the_way_its_goal_says(tmp_path, name):
+    from runfolders import epochs, write_run
+
+    for run, value in (("low", 0.2), ("high", 0.8)):
+        rows = epochs([0.5, 0.4])
+        for r in rows:
+            r[name] = value
+        write_run(tmp_path, run, rows)
+    ranked = rank_runs(load_runs(tmp_path), name)
+    assert list(ranked["name"]) == (["low", "high"] if METRICS[name].goal == "minimize" else ["high", "low"])
+    assert list(rank_runs(load_runs(tmp_path), METRICS[name].column)["name"]) == list(ranked["name"])
 
 
 def test_best_run_and_no_usable_run():
@@ -85,13 +106,43 @@ def test_pareto_front_marks_the_undominated_runs():
 def test_formats():
     ranked = rank_runs(table(RUNS), top=3)
     text = format_table(ranked, "table").splitlines()
-    assert text[0].split()[:3] == ["rank", "run_id", "name"] and text[1].split()[:3] == ["1", "best", "best"]
+    assert text[0].split() == ["rank", "name", "state", "lr", "val/cer_best", "epoch_best"]  # empty columns left out
+    assert text[1].split()[:3] == ["1", "best", "finished"]
+    assert text[-1].startswith("(") and "--wide shows them all" in text[-1]
     md = format_table(ranked, "markdown").splitlines()
-    assert md[0].startswith("| rank | run_id | name |") and md[1].startswith("|---|") and len(md) == 5
+    assert md[0].startswith("| rank | name | state | lr |") and md[1].startswith("|---|") and md[5] == ""
+    wide = format_table(ranked, "table", wide=True).splitlines()
+    assert wide[0].split()[:5] == ["rank", "run_id", "name", "state", "optim.lr"] and len(wide) == 4
     csv = format_table(ranked, "csv").splitlines()
     assert csv[0].startswith("rank,run_id,name,state,optim.lr,val/cer_best") and csv[1].startswith(
         "1,best,best,finished"
     )
+
+
+def test_the_ranking_fits_120_columns_with_long_names_and_many_parameters(tmp_path):
+    from runfolders import epochs, write_run
+
+    keys = ["optim.lr", "optim.warmup_epochs", "model.ctc_weight", "decode.ctc_weight", "model.dropout",
+            "augment.time_mask_window", "decode.beam_size", "model.encoder.layers", "model.decoder.layers"]  # fmt: skip
+    values = [
+        ["1e-3", "2", "0.3", "0.5", "0.1", "3", "5", "2", "2"],
+        ["2e-3", "3", "0.5", "1.0", "0.2", "5", "10", "3", "1"],
+    ]
+    for i, vals in enumerate(values):
+        write_run(tmp_path, f"a-rather-long-sweep-name-trial-{i:04d}-with-suffix", epochs([0.9, 0.5 + i / 10]),
+                  [f"{k}={v}" for k, v in zip(keys, vals, strict=True)])  # fmt: skip
+    from analysis.rank import rank_table
+
+    ranked = rank_table(load_runs(tmp_path))
+    lines = format_table(ranked, "table").splitlines()
+    assert max(map(len, lines)) <= 120 and lines[0].split()[:3] == ["rank", "name", "state"]
+    header = lines[0].split()
+    shown = [k for k in keys if k in header or k.split(".", 1)[1] in header]  # headers: the shortest unique suffix
+    assert "model.ctc_weight" in header and "val/cer_best" in header and len(shown) >= 3
+    footer = " ".join(lines[lines.index("") + 1 :] if "" in lines else lines[3:])
+    assert footer.startswith("(") and all(k in footer for k in keys if k not in shown)  # the hidden ones are named
+    assert "a-rather-long…00-with-suffix" in lines[1]  # the ends of a long name are kept
+    assert max(map(len, format_table(ranked, "table", wide=True).splitlines())) > 120
 
 
 # --------------------------------------------------------------------------- several objectives: `runs rank` marks the front
@@ -167,3 +218,97 @@ def test_parse_objectives():
         ("val/cer", "min"), ("time/epoch_s", "min"), ("train/clips_per_s", "max")]  # fmt: skip
     with pytest.raises(ConfigError, match="two or more"):
         parse_objectives("val/cer")
+
+
+# --------------------------------------------------------------------------- noise and collapse in the ranking
+
+
+def cer_of(predictions: list[list]) -> float:
+    return sum(int(r[4]) for r in predictions) / sum(int(r[5]) for r in predictions)
+
+
+def noisy_runs(root):
+    """best and its twin (the same predictions), far (3 more errors a clip), old (no predictions), flat (one output
+    for every clip, scored well below the others by its own metrics but worse than its baseline)."""
+    from runfolders import constant_predictions, epochs, fixture_predictions, write_run
+
+    a, far, flat = fixture_predictions("a"), fixture_predictions("a", 3), constant_predictions(60)
+    base = {"val/cer_baseline": 0.9}
+    for name, preds in (("best", a), ("twin", a), ("far", far), ("flat", flat)):
+        rows = epochs([0.95, cer_of(preds) + (0.0001 if name == "twin" else 0)])
+        for r in rows:
+            r.update(base)
+        write_run(root, name, rows, predictions=preds)
+    write_run(root, "old", epochs([0.9, 0.5]))
+    return root
+
+
+def test_rank_table_shows_intervals_ties_and_collapsed_runs(tmp_path):
+    from analysis.rank import rank_table, ranking_notes
+
+    ranked = rank_table(noisy_runs(tmp_path)).set_index("name")
+    assert ranked.loc["best", "tied"] and ranked.loc["twin", "tied"] and not ranked.loc["far", "tied"]
+    assert pd.isna(ranked.loc["old", "tied"]) and math.isnan(ranked.loc["old", "val/cer_low"])
+    assert ranked.loc["best", "val/cer_low"] < cer_of(fixture("a")) < ranked.loc["best", "val/cer_high"]
+    assert ranked.loc["flat", "collapsed"] and not ranked.loc["best", "collapsed"]
+    assert pd.isna(ranked.loc["old", "collapsed"])  # nothing to judge it by
+    notes = "\n".join(ranking_notes(rank_table(tmp_path)))
+    assert "tied with best: twin" in notes and "really worse than best: far" in notes and "collapsed" in notes
+
+
+def fixture(name):
+    from runfolders import fixture_predictions
+
+    return fixture_predictions(name)
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "csv"])
+def test_rank_command_shows_the_noise_in_every_format(tmp_path, fmt):
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+
+    result = CliRunner().invoke(cli, ["runs", "rank", str(noisy_runs(tmp_path)), "--format", fmt])
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0]
+    for column in ("val/cer_low", "val/cer_high", "tied", "collapsed"):
+        assert column in header
+    assert "tied with best: twin" in result.output
+
+
+def test_wandb_runs_give_their_predictions_table_from_the_run(tmp_path):
+    """A run's `val/predictions` wandb.Table, as the summary points to it and the run's files hold it."""
+    import json
+
+    from runfolders import FIXTURE, PREDICTION_COLUMNS, RecordedApi, fixture_predictions
+
+    from analysis.rank import rank_table
+
+    fixture = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    table_path = "media/table/val/predictions_7_e12d677ec9d85ea1b2da.table.json"
+    files = {}
+    for run, extra in (("a1b2c3d4", 0), ("e5f6g7h8", 0)):  # two runs with the same predictions: tied
+        attrs = next(r["attrs"] for r in fixture["runs"] if r["attrs"]["name"] == run)
+        summary = json.loads(attrs["summaryMetrics"])
+        summary["val/predictions"] = {"_type": "table-file", "path": table_path, "ncols": 8, "nrows": 60}
+        attrs["summaryMetrics"] = json.dumps(summary)
+        rows = [
+            [r[0], int(r[1]), r[2], r[3], int(r[4]), int(r[5]), r[6], int(r[7])]
+            for r in fixture_predictions("a", extra)
+        ]
+        files[run] = {table_path: json.dumps({"columns": PREDICTION_COLUMNS, "data": rows})}
+    api = RecordedApi(fixture, files)
+    ranked = rank_table("wandb://lipteam/lipsweep/k3x9q2ab", api=api).set_index("run_id")
+    assert ranked.loc["e5f6g7h8", "tied"] and ranked.loc["a1b2c3d4", "tied"]  # e5f6g7h8 is the best (0.30)
+    assert ranked.loc["a1b2c3d4", "val/cer_low"] == ranked.loc["e5f6g7h8", "val/cer_low"]
+    assert ranked["val/cer_low"].notna().sum() == 2  # the others logged no table: empty cells, no request
+    assert ranked.attrs["tied_with"] == ranked.loc["e5f6g7h8", "name"]
+
+
+def test_compare_draws_the_intervals_and_says_which_differences_are_real(tmp_path):
+    from analysis.compare import compare
+
+    page = compare(noisy_runs(tmp_path / "runs"), tmp_path / "cmp")
+    md = page.with_suffix(".md").read_text(encoding="utf-8")
+    assert "![" in md and "intervals.png" in md and (tmp_path / "cmp" / "intervals.png").stat().st_size > 5000
+    assert "tied with best: twin; really worse than best: far" in md

@@ -16,7 +16,17 @@ from analysis.runs import Source, load_runs, parse_source, run_history
 from trainer.config import load_config
 from trainer.errors import ConfigError, DataError
 
-SAME = ["name", "state", "optim.lr", "val/cer_best", "val/cer_last", "epoch_best", "epochs", "val/cer_ctc_greedy@best"]
+SAME = [
+    "run_id",
+    "name",
+    "state",
+    "optim.lr",
+    "val/cer_best",
+    "val/cer_last",
+    "epoch_best",
+    "epochs",
+    "val/cer_ctc_greedy@best",
+]
 
 
 # --------------------------------------------------------------------------- local folders
@@ -52,6 +62,45 @@ def test_first_epoch_wins_a_tie_for_best(tmp_path: Path):
     write_run(tmp_path, "tie", epochs([0.6, 0.4, 0.4, 0.5]))
     row = load_runs(tmp_path).iloc[0]
     assert (row["val/cer_best"], row["epoch_best"], row["val/cer_last"]) == (0.4, 2, 0.5)
+
+
+def test_best_epoch_follows_the_runs_select_metric_and_each_best_its_goal(tmp_path: Path):
+    rows = epochs([0.6, 0.5, 0.55, 0.7], ctc_greedy=[0.9, 0.8, 0.6, 0.65])
+    for r, distinct in zip(rows, [0.1, 0.9, 0.4, 0.5], strict=True):
+        r["val/distinct"] = distinct
+    run = write_run(tmp_path, "greedy", rows)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "select_metric": "val/cer_ctc_greedy"}))
+    row = load_runs(tmp_path).iloc[0]
+    assert row["select_metric"] == "val/cer_ctc_greedy"
+    assert row["epoch_best"] == 3  # where val/cer_ctc_greedy is lowest, not val/cer
+    assert (row["val/cer_ctc_greedy@best"], row["val/cer@best"], row["val/distinct@best"]) == (0.6, 0.55, 0.4)
+    assert (row["val/cer_best"], row["val/cer_ctc_greedy_best"], row["val/cer_last"]) == (0.5, 0.6, 0.7)
+    assert row["val/distinct_best"] == 0.9  # a metric to maximise: its highest value
+    (run / "summary.json").write_text(json.dumps({**summary, "select_metric": "val/nope"}))
+    with pytest.raises(DataError, match="greedy/summary.json: select_metric 'val/nope' is not a metric"):
+        load_runs(tmp_path)
+
+
+def test_every_column_but_the_parameters_has_one_source(tmp_path: Path):
+    from analysis.rows import NON_PARAMETER_COLUMNS
+    from trainer.metrics import SELECTABLE, best_key
+
+    write_run(tmp_path, "a", epochs([0.5]), ["optim.lr=1e-3", "tracking.project=p1", "tracking.tags=[x]"])
+    write_run(tmp_path, "b", epochs([0.6]), ["optim.lr=2e-3", "tracking.project=p2", "train.device=cpu"])
+    table = load_runs(tmp_path)
+    assert table.attrs["params"] == ["optim.lr"]  # tracking.* and the device are bookkeeping
+    assert [c for c in table.columns if c not in table.attrs["params"]] == list(NON_PARAMETER_COLUMNS)
+    assert {best_key(n) for n in SELECTABLE} <= set(table.columns)  # one column per registry objective
+
+
+def test_run_id_is_the_wandb_id_when_the_run_had_one(tmp_path: Path):
+    run = write_run(tmp_path, "with-wandb", epochs([0.5]))
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "wandb_id": "a1b2c3d4"}))
+    write_run(tmp_path, "without", epochs([0.6]))
+    assert dict(zip(*[load_runs(tmp_path)[c] for c in ("name", "run_id")], strict=True)) == {
+        "with-wandb": "a1b2c3d4", "without": "without"}  # fmt: skip
 
 
 def test_sweep_yaml_names_the_parameters(tmp_path: Path):
@@ -144,7 +193,8 @@ def test_local_and_optuna_tables_have_the_same_rows(tiny_sweep):
     study = load_runs(f"optuna://{storage}?study=tiny").set_index("name").sort_index()
     assert local.attrs["params"] == study.attrs["params"] == ["optim.lr"]
     assert list(local.index) == list(study.index) == ["tiny-t000", "tiny-t001", "tiny-t002"]
-    pd.testing.assert_frame_equal(local[SAME[1:]], study[SAME[1:]], check_dtype=False)
+    same = [c for c in SAME if c != "name"]  # the index
+    pd.testing.assert_frame_equal(local[same], study[same], check_dtype=False)  # run_id too: the folder's name
     assert list(study["state"]) == ["finished", "finished", "pruned"]
     assert list(study["epochs"]) == [2, 2, 1]
     assert list(local["location"]) == [str(runs / n) for n in local.index]
@@ -175,6 +225,22 @@ def test_optuna_trial_without_run_folder_uses_its_own_values(tmp_path: Path):
     assert history == [{"epoch": 1, "val/cer": 0.9}, {"epoch": 2, "val/cer": 0.5}, {"epoch": 3, "val/cer": 0.6}]
     with pytest.raises(ConfigError, match="has no study 'nope'"):
         load_runs(f"optuna://{storage}?study=nope")
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_optuna_values_are_the_studys_metric(tmp_path: Path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.set_metric_names(["val/distinct"])
+    trial = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    for epoch, v in enumerate([0.2, 0.7, 0.5], start=1):
+        trial.report(v, epoch)
+    study.tell(trial, 0.7)
+    row = load_runs(f"optuna://{storage}").iloc[0]
+    assert (row["val/distinct_best"], row["epoch_best"], row["trial"]) == (0.7, 2, 0)  # the highest: maximised
+    assert math.isnan(row["val/cer_best"]) and row["select_metric"] == "val/distinct"
+    assert run_history(f"optuna://{storage}", row) == [{"epoch": 1, "val/distinct": 0.2},
+        {"epoch": 2, "val/distinct": 0.7}, {"epoch": 3, "val/distinct": 0.5}]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- W&B
@@ -212,14 +278,30 @@ def test_wandb_sweep_table_from_the_public_api(recorded_api: RecordedApi):
     assert queried == {"e5f6g7h8"}  # history fetched only for the run that needed it
 
 
-def test_wandb_history_of_one_run_merges_key_groups_by_epoch(recorded_api: RecordedApi):
+def test_wandb_history_of_one_run_is_one_query_by_epoch(recorded_api: RecordedApi):
     table = load_runs("wandb://lipteam/lipsweep/k3x9q2ab", api=recorded_api)
     row = table.set_index("run_id").loc["m3n4o5p6"].copy()
     row["run_id"] = "m3n4o5p6"
     history = run_history("wandb://lipteam/lipsweep/k3x9q2ab", row, api=recorded_api)
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert history[2]["val/cer"] == 0.75 and history[2]["train/loss"] == 64
-    assert all(keys[0] == "epoch" for _, keys in recorded_api.service.queries)
+    assert not any(k.startswith("_") for r in history for k in r)  # W&B's own _step, _runtime left out
+    assert recorded_api.service.queries[-1] == ("m3n4o5p6", 10_000)  # one query for every key
+
+
+def test_wandb_summary_with_the_values_at_the_best_epoch_needs_no_history():
+    fixture = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    run = next(r for r in fixture["runs"] if r["attrs"]["name"] == "e5f6g7h8")  # best epoch 4 of 8
+    summary = json.loads(run["attrs"]["summaryMetrics"])
+    summary.update({"select_metric": "val/cer", "val/cer_ctc_greedy@best": 0.36, "val/distinct@best": 0.8,
+                    "val/distinct": {"max": 0.9}})  # fmt: skip
+    run["attrs"]["summaryMetrics"] = json.dumps(summary)
+    api = RecordedApi(fixture)
+    row = load_runs("wandb://lipteam/lipsweep/k3x9q2ab", api=api).set_index("run_id").loc["e5f6g7h8"]
+    assert (row["val/cer_best"], row["val/cer@best"], row["epoch_best"]) == (0.30, 0.30, 4)
+    assert (row["val/cer_ctc_greedy@best"], row["val/distinct@best"], row["val/distinct_best"]) == (0.36, 0.8, 0.9)
+    assert math.isnan(row["val/cer_last"])  # W&B's summary keeps val/cer's minimum, not its last value
+    assert api.service.queries == []
 
 
 def test_wandb_project_without_sweep_uses_differing_config_keys(recorded_api: RecordedApi):
@@ -254,11 +336,11 @@ def test_compare_writes_the_plots_and_a_report(tmp_path: Path):
         assert (out / name).stat().st_size > 5000, name
     md = (out / "compare.md").read_text(encoding="utf-8")
     assert "8 runs (6 finished, 1 pruned, 1 failed)" in md
-    assert "Method: variance share of each parameter alone" in md and "over 6 completed runs" in md
+    assert "Method: variance share of each parameter alone" in md and "over 6 finished or stopped runs" in md
     importance = dict(re.findall(r"\| (optim\.lr|model\.dropout) \| ([0-9.]+) \|", md))
     assert float(importance["optim.lr"]) > 0.8 > float(importance["model.dropout"])
     ranking = (out / "ranking.md").read_text(encoding="utf-8").splitlines()
-    assert ranking[2].startswith("| 1 | r3 | r3 | finished |")  # lr 2e-3 is best
+    assert ranking[2].startswith("| 1 | r3 | finished | 0.1 | 0.002 |")  # lr 2e-3 is best
     assert page.read_text(encoding="utf-8").count("data:image/png;base64,") == 5
 
 
@@ -299,7 +381,7 @@ def test_cli_rank_compare_export(tmp_path: Path):
     runner = CliRunner()
     ranked = runner.invoke(cli, ["runs", "rank", str(runs), "--top", "2", "--format", "csv"])
     assert ranked.exit_code == 0, ranked.output
-    lines = ranked.output.splitlines()
+    lines = ranked.stdout.splitlines()  # the notes go to stderr beside a CSV
     assert len(lines) == 3 and lines[1].startswith("1,r3,r3,finished") and lines[2].startswith("2,")
     out = tmp_path / "best.yaml"
     exported = runner.invoke(cli, ["runs", "export-best", str(runs), "--out", str(out)])
@@ -309,3 +391,29 @@ def test_cli_rank_compare_export(tmp_path: Path):
     assert compared.exit_code == 0 and (tmp_path / "cmp" / "compare.html").exists()
     bad = runner.invoke(cli, ["runs", "rank", str(runs), "--by", "val/nope"])
     assert bad.exit_code != 0 and "cannot rank by 'val/nope'" in str(bad.exception)
+
+
+# --------------------------------------------------------------------------- the same words in every source
+
+
+def test_states_and_run_ids_mean_the_same_in_every_source(tmp_path: Path, recorded_api: RecordedApi):
+    from analysis.rows import STATES
+
+    with_wandb = write_run(tmp_path / "runs", "t0", epochs([0.5]), summary={"wandb_id": "w1a2b3c4"})
+    without = write_run(tmp_path / "runs", "t1", epochs([0.6]))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    for run_dir, state in ((with_wandb, optuna.trial.TrialState.COMPLETE), (without, optuna.trial.TrialState.PRUNED)):
+        trial = study.ask()
+        trial.set_user_attr("run_dir", str(run_dir))  # no recorded state: the trial's own, in our words
+        study.tell(trial, 0.5 if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    local = load_runs(tmp_path / "runs")
+    trials = load_runs(f"optuna://{storage}")
+    remote = load_runs("wandb://lipteam/lipsweep/k3x9q2ab", api=recorded_api)
+    for table in (local, trials, remote):
+        assert set(table["state"]) <= set(STATES)
+    assert list(trials["state"]) == ["finished", "pruned", "failed"]
+    assert list(local["run_id"]) == list(trials["run_id"][:2]) == ["w1a2b3c4", "t1"]  # the W&B id, else the folder
+    assert trials["run_id"][2] == "trial-2" and list(trials["trial"]) == [0, 1, 2]

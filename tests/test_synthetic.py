@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from launch.synth import synth_command
+from trainer import progress
 from trainer import synthetic as S
 from trainer.text import Tokenizer, split_token
 
@@ -166,11 +167,16 @@ def test_frames_follow_the_text():
     assert np.abs(fa.astype(float) - fb).mean() > 1.0
 
 
-def test_cli_writes_npy(tmp_path: Path):
+def test_cli_writes_npy_with_progress(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(progress, "STATUS_EVERY", 0.0)  # without a terminal: a status line every STATUS_EVERY s
     result = CliRunner().invoke(
         synth_command, ["--out", str(tmp_path), "--clips", "2", "--seed", "5", "--format", "npy"]
     )
     assert result.exit_code == 0, result.output
+    assert [line.split(",")[0] for line in result.stderr.splitlines()] == [
+        "data synth: 1/2 clips",
+        "data synth: 2/2 clips",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00000.csv", "00000.npy", "00001.csv", "00001.npy"]
     assert np.array_equal(
         np.load(tmp_path / "00001.npy"), S.make_clip(np.random.default_rng([5, 1]), TOKENS, WEIGHTS).frames

@@ -11,12 +11,14 @@ import pytest
 from trainer.config import DataConfig
 from trainer.errors import ConfigError, DataError
 from trainer.text import (
+    INVISIBLE,
     Tokenizer,
     canonical,
     cer,
     codepoints,
     diacritic_error_rate,
     letter_error_rate,
+    strip_invisible,
     wer,
 )
 
@@ -193,3 +195,12 @@ def test_wer_needs_separator(tok: Tokenizer) -> None:
     assert wer([ref], [ref], sep) == 0.0
     with pytest.raises(ValueError, match="word_separator"):
         wer([ref], [hyp], tok)
+
+
+def test_strip_invisible_removes_formatting_characters_only() -> None:
+    word = "\u0642\u064e\u0627\u0644\u064e"  # قَالَ
+    marked = "\ufeff\u200f" + word[:2] + "\u200d" + word[2:] + "\u2069\u200f"
+    clean, removed = strip_invisible(marked)
+    assert clean == word and removed == {"\u200f": 2, "\ufeff": 1, "\u200d": 1, "\u2069": 1}
+    assert strip_invisible(word + "\u0640") == (word + "\u0640", {})  # tatweel is a visible letter extender
+    assert all(unicodedata.category(c) == "Cf" for c in INVISIBLE)  # format characters, none of them drawn

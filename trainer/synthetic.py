@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -354,8 +354,12 @@ def write_dataset(
     frequencies: Path = FREQUENCIES,
     alpha: float = 0.85,
     nuisance: Nuisance = Nuisance(),
+    on_clip: Callable[[Path], None] | None = None,
 ) -> list[Path]:
-    """Write `clips` clips as `out/NNNNN.{mp4,npy}` + `out/NNNNN.csv`; clip i depends only on (seed, i). Returns the videos."""
+    """Write `clips` clips as `out/NNNNN.{mp4,npy}` + `out/NNNNN.csv`; clip i depends only on (seed, i). Returns the videos.
+
+    `on_clip(video)` is called after each clip is written (a progress bar).
+    """
     if fmt not in ("mp4", "npy"):
         raise ValueError(f"format must be mp4 or npy, got {fmt!r}")
     if clips < 1:
@@ -371,4 +375,6 @@ def write_dataset(
         (write_mp4 if fmt == "mp4" else write_npy)(video, clip.frames)
         atomic_write_text(out / f"{i:05d}.csv", "word\n" + "".join(w + "\n" for w in clip.text))
         paths.append(video)
+        if on_clip is not None:
+            on_clip(video)
     return paths

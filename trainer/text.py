@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,11 +29,29 @@ UNK = "<unk>"
 SEPARATOR = " "
 UNK_TEXT = "\ufffd"  # how `<unk>` is written back into decoded text
 LETTER_MARKS = frozenset("\u0653\u0654\u0655")  # madda and hamza belong to the letter (أ, إ, آ, ؤ, ئ), not to its vowel
+# Invisible formatting characters editors put into right-to-left text: direction marks (U+200E, U+200F, U+061C),
+# embeddings and isolates (U+202A..U+202E, U+2066..U+2069), zero-width space and (non-)joiners (U+200B..U+200D),
+# the word joiner U+2060 and a byte-order mark U+FEFF. They draw nothing, so they are not part of a label.
+# The tatweel U+0640 is not among them: it is a visible letter extender.
+INVISIBLE = frozenset(
+    "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2066\u2067\u2068\u2069\ufeff"
+)
+UNKNOWN_HINT = (
+    "Fix the label, add the token to the vocabulary, or set data.unknown_to_unk=true to map unknown characters to <unk>"
+)
 
 
 def codepoints(text: str) -> str:
     """'نّ' -> 'U+0646 U+0651'."""
     return " ".join(f"U+{ord(c):04X}" for c in text)
+
+
+def strip_invisible(text: str) -> tuple[str, Counter]:
+    """`text` without its invisible formatting characters (INVISIBLE), and how many of each were removed."""
+    removed = Counter(c for c in text if c in INVISIBLE)
+    if not removed:
+        return text, removed
+    return "".join(c for c in text if c not in INVISIBLE), removed
 
 
 def is_mark(char: str) -> bool:
@@ -160,15 +179,16 @@ class Tokenizer:
         """(1-based character position, cluster) of every cluster of `text` not in the vocabulary."""
         return [(p, c) for p, c in clusters(text) if not c.isspace() and canonical(c) not in self._ids]
 
+    def describe_unknown(self, unknown: Sequence[tuple[int, str]]) -> str:
+        """What `unknown_clusters` found, as: not in the vocabulary V: 'ـ' (U+0640) at character 3."""
+        found = "; ".join(f"'{c}' ({codepoints(c)}) at character {p}" for p, c in unknown)
+        return f"not in the vocabulary {self.source}: {found}"
+
     def encode(self, text: str, where: str = "") -> list[int]:
         """Text (words separated by white space) -> ids; unknown clusters raise DataError or become `<unk>`."""
         unknown = self.unknown_clusters(text)
         if unknown and not self.unknown_to_unk:
-            found = "; ".join(f"'{c}' ({codepoints(c)}) at character {p}" for p, c in unknown)
-            raise DataError(
-                f"{where or 'text'}: not in the vocabulary {self.source}: {found}. Fix the label, add the token to "
-                "the vocabulary, or set data.unknown_to_unk=true to map unknown characters to <unk>"
-            )
+            raise DataError(f"{where or 'text'}: {self.describe_unknown(unknown)}. {UNKNOWN_HINT}")
         ids: list[int] = []
         for word in text.split():
             if ids and self.separator is not None:

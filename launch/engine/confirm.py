@@ -26,8 +26,11 @@ import optuna
 import pandas as pd
 
 from analysis.export import run_config
+from analysis.optuna_runs import load_study
 from analysis.rank import rank_runs
-from analysis.runs import SWEEP_COPY, Source, load_runs, load_study, parse_source, wandb_api
+from analysis.rows import Source, parse_source
+from analysis.runs import SWEEP_COPY, load_runs
+from analysis.wandb_runs import wandb_api
 from launch.engine.local import open_study
 from launch.engine.noise import mean_std, welch_within_noise
 from launch.engine.objective import Objective

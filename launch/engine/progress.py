@@ -17,13 +17,15 @@ from typing import IO
 
 import optuna
 
-from analysis.rank import format_table, rank_runs, with_pareto
+from analysis.rank import rank_table, ranking_notes, with_pareto
 from analysis.runs import load_runs
+from analysis.tables import format_table
 from launch.engine.plan import LocalSweep
 from launch.engine.spec import describe
 from launch.engine.trials import retried_from
+from trainer.progress import STATUS_EVERY
 
-INTERVAL_S = 30.0  # without a terminal: at most one status line this often
+INTERVAL_S = STATUS_EVERY  # without a terminal: at most one status line this often (as every progress line)
 BAR = 20  # characters of the bar on a terminal
 ORDER = ("finished", "pruned", "failed", "stopped", "retried", "running", "queued")
 
@@ -117,11 +119,12 @@ class StatusLine:
 
 
 def final_table(sweep: LocalSweep) -> str:
-    """The sweep's trials ranked by its metric as `runs rank` ranks them (analysis.rank), Pareto front marked
-    for several objectives."""
+    """The sweep's trials ranked by its metric as `runs rank` shows them (analysis.rank.rank_table: intervals,
+    ties, collapsed runs, and the Pareto front for several objectives), with its notes."""
     source = f"optuna://{sweep.storage}?study={sweep.study}"
     table = load_runs(source, sweep_yaml=sweep.spec.path)
     objectives = [(name, "min" if goal == "minimize" else "max") for name, goal in sweep.spec.objectives]
     if len(objectives) > 1:
         table = with_pareto(table, objectives, source)
-    return format_table(rank_runs(table, sweep.spec.metric, lower_is_better=sweep.spec.goal == "minimize"))
+    ranked = rank_table(table, sweep.spec.metric)
+    return format_table(ranked) + "".join(f"{note}\n" for note in ranking_notes(ranked))
