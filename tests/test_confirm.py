@@ -20,7 +20,7 @@ from runfolders import epochs, write_run
 
 from launch.engine.confirm import CSV, confirm_table, prepare_confirm, write_table
 from launch.engine.local import run_local_sweep
-from launch.engine.noise import mean_std, t_quantile, t_tail, welch_half_width, welch_within_noise
+from launch.engine.seed_noise import mean_std, t_quantile, t_tail, welch_half_width, welch_within_noise
 from trainer.errors import ConfigError, UserError
 from trainer.tracking import read_summary
 

@@ -6,7 +6,7 @@
 - `study`: Optuna storages, samplers, the pruner block a sweep resolves to, and sampling one trial.
 - `plan`, `objective`, `trials`, `local`, `decode`, `progress`: `sweep local` (a study run by K workers,
   each trial a normal run) and its status lines.
-- `confirm`, `noise`: `sweep confirm` (the best configs of a sweep re-trained over seeds, on the same runner)
+- `confirm`, `seed_noise`: `sweep confirm` (the best configs of a sweep re-trained over seeds, on the same runner)
   and its noise verdict (Welch's t-interval over the seeds).
 - `login`, `wandb_create`, `wandb_agent`, `wandb_scheduler`: W&B's side (the login check, the config
   W&B receives, supervised agents with a shared pruning study, W&B's Optuna engine with our factory).

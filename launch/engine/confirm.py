@@ -11,7 +11,7 @@ last.pt once its heartbeat is stale (3 x --heartbeat s), as in `sweep local`.
 
 `confirm.csv` in the confirm folder: config, source_run, params (JSON), seeds (how many gave a value),
 `<metric>_mean`, `<metric>_std`, `<metric>_seed<k>`, run_dirs (`;`-joined, seed order), within_noise
-(see `launch.engine.noise`: the Welch t-interval of the difference from the top config's mean contains 0).
+(see `launch.engine.seed_noise`: the Welch t-interval of the difference from the top config's mean contains 0).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from analysis.rows import Source, parse_source
 from analysis.runs import SWEEP_COPY, load_runs
 from analysis.wandb_runs import wandb_api
 from launch.engine.local import open_study
-from launch.engine.noise import mean_std, welch_within_noise
 from launch.engine.objective import Objective
 from launch.engine.plan import LocalSweep, default_storage
 from launch.engine.schema import SELECT_KEY
+from launch.engine.seed_noise import mean_std, welch_within_noise
 from launch.engine.spec import SweepSpec, load_sweep
 from launch.engine.study import make_storage
 from launch.engine.trials import retried_from

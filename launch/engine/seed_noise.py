@@ -1,4 +1,5 @@
 """Whether two configs' means over training seeds differ by more than the seeds' noise: Welch's t-interval.
+(analysis/noise.py answers another question: the noise of one run's val CER over its validation clips.)
 
 `welch_within_noise(a, b)` is True when the 95% Welch t-interval of mean(a) - mean(b) contains 0:
 |mean(a) - mean(b)| <= t(0.975, nu) * sqrt(var(a)/n_a + var(b)/n_b), sample variances (ddof 1) and nu by
