@@ -20,8 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from launch.demo import DEMO_SWEEP, ensure_dataset  # noqa: E402
-from launch.local_sweep import prepare, run_local_sweep, trial_rows  # noqa: E402
-from launch.sweep_spec import validate_sweep  # noqa: E402
+from launch.engine.local import run_local_sweep  # noqa: E402
+from launch.engine.plan import prepare  # noqa: E402
+from launch.engine.spec import validate_sweep  # noqa: E402
+from launch.engine.trials import trial_rows  # noqa: E402
 
 
 def run(pruner: str, args: argparse.Namespace, tag: str) -> dict:

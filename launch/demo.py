@@ -64,9 +64,11 @@ def demo_command(
     data_root: str, clips: int, trials: int, pruner: str | None, wandb_mode: str, overrides: tuple[str, ...]
 ) -> None:
     """The whole loop on synthetic data: clips, a pruned local sweep, the ranking, the best config exported."""
-    from launch.local_sweep import prepare, run_local_sweep, trial_rows
+    from launch.engine.local import run_local_sweep
+    from launch.engine.plan import prepare
+    from launch.engine.progress import header
+    from launch.engine.trials import trial_rows
     from launch.sweep import validated
-    from launch.sweep_spec import describe
     from trainer.config import load_config
 
     started = time.monotonic()
@@ -83,7 +85,7 @@ def demo_command(
     spec = validated(str(DEMO_SWEEP), extra)
     study = "demo-" + time.strftime("%Y%m%d-%H%M%S")
     sweep = prepare(spec, trials=trials, study=study, overrides=extra, pruner=pruner)
-    click.echo(f"sweep {study}: {describe(spec)}; {sweep.budget} trials, pruner {sweep.pruner}, W&B {wandb_mode}")
+    click.echo(f"{header(sweep, 1)}, W&B {wandb_mode}")
     click.echo(f"storage {sweep.storage}; run folders under {sweep.sweep_dir}")
     result = run_local_sweep(sweep, workers=1)
     rows = trial_rows(result)

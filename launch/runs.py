@@ -17,6 +17,14 @@ BY_HELP = (
 )
 
 
+def needs_login(source: str, command: str) -> None:
+    """A W&B source needs a login: a clear error instead of W&B's prompt or traceback."""
+    if source.startswith("wandb://"):
+        from launch.engine.login import require_login
+
+        require_login(f"runs {command}")
+
+
 @click.group("runs")
 def runs_group() -> None:
     """Rank, compare and export the runs of a sweep (W&B, Optuna or local run folders)."""
@@ -42,6 +50,7 @@ def rank_command(
     from analysis.runs import SWEEP_COPY, load_runs
     from analysis.tables import format_table
 
+    needs_login(source, "rank")
     table = load_runs(source, sweep_yaml=sweep_yaml)
     objectives = parse_objectives(pareto) if pareto else None
     kept = sweep_yaml or (Path(source) / SWEEP_COPY if (Path(source) / SWEEP_COPY).is_file() else None)
@@ -72,6 +81,7 @@ def compare_command(source: str, top: int, by: str, out: Path, sweep_yaml: Path 
     from analysis.compare import compare
     from analysis.runs import load_runs
 
+    needs_login(source, "compare")
     page = compare(load_runs(source, sweep_yaml=sweep_yaml), out, top=top, by=by)
     click.echo(f"wrote {page} and {page.with_suffix('.md')} with their PNGs in {out}")
 
@@ -91,6 +101,7 @@ def export_best_command(source: str, out: Path, by: str, force: bool) -> None:
     from analysis.export import ExportRefused, export_best
 
     try:
+        needs_login(source, "export-best")
         path = export_best(source, out, by=by, force=force)
     except ExportRefused as e:
         click.echo(f"refused: {e}", err=True)

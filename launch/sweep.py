@@ -1,4 +1,4 @@
-"""`python -m launch sweep ...`: validate, create, agent, scheduler, local. Every command validates the sweep first."""
+"""`python -m launch sweep ...`: validate, create, agent, scheduler, local, confirm. Every command given a sweep YAML validates it first."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from launch.sweep_spec import SweepSpec, check_sweep, describe, load_sweep
+from launch.engine.login import require_login
+from launch.engine.pruners import PRUNER_NAMES
+from launch.engine.spec import SweepSpec, check_sweep, describe, load_sweep
 from trainer.errors import UserError
 
 
@@ -27,7 +29,7 @@ def validated(path: str, overrides: tuple[str, ...] | list[str] = (), checkpoint
     if problems:
         for p in problems:
             click.echo(f"{path}: {p}", err=True)
-        click.echo(f"{path}: {len(problems)} problem(s); see `python -m launch config keys` for the keys", err=True)
+        click.echo(f"{path}: {len(problems)} problem(s)", err=True)
         sys.exit(1)
     return spec
 
@@ -56,7 +58,7 @@ def validate_command(sweep_file: str, checkpoint: str | None, overrides: tuple[s
                    "factory, run by `sweep scheduler` (default: optuna when the YAML has a scheduler block)")  # fmt: skip
 def create_command(sweep_file: str, project: str | None, entity: str | None, engine: str | None) -> None:
     """Create the W&B sweep (base_config/pruner stripped, kept beside the id) and print the commands to run."""
-    from launch.wandb_sweep import create_sweep
+    from launch.engine.wandb_create import create_sweep
 
     spec = validated(sweep_file)
     engine = engine or ("optuna" if spec.raw.get("scheduler") else "wandb")
@@ -99,7 +101,7 @@ def scheduler_command(
     batch_size: int, poll_interval: float, seed: int,
 ) -> None:  # fmt: skip
     """Run W&B's sweep scheduler for SWEEP_ID (`wandb sweep-scheduler`) with the project's Optuna study factory."""
-    from launch.wandb_scheduler import run_scheduler
+    from launch.engine.wandb_scheduler import run_scheduler
 
     if sweep_file:
         validated(sweep_file)
@@ -122,9 +124,7 @@ def scheduler_command(
 @click.option(
     "--prune-storage", default=None, help="Optuna storage URL of a study shared by the runs, used only for pruning"
 )
-@click.option(
-    "--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "patient", "none"]), default=None
-)
+@click.option("--pruner", type=click.Choice(PRUNER_NAMES), default=None)
 @click.option("--pruner-opt", "pruner_opts", multiple=True, help="pruner option key=value (repeatable)")
 @click.option("--sweep-file", default=None, help="the sweep YAML (default: the one `sweep create` kept for this id)")
 def agent_command(
@@ -132,8 +132,9 @@ def agent_command(
     pruner: str | None, pruner_opts: tuple[str, ...], sweep_file: str | None,
 ) -> None:  # fmt: skip
     """Run W&B agents for SWEEP_ID: one process per run, pinned with CUDA_VISIBLE_DEVICES, PER_GPU at a time per GPU."""
-    from launch.local_sweep import resolve_pruner
-    from launch.wandb_sweep import find_record, prune_settings, run_agents
+    from launch.engine.study import resolve_pruner
+    from launch.engine.wandb_agent import prune_settings, run_agents
+    from launch.engine.wandb_create import find_record
 
     path = sweep_file or find_record(sweep_id)
     spec = validated(str(path)) if path else None
@@ -171,7 +172,7 @@ def agent_command(
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="worker processes on this machine"
 )
 @click.option("--data", "data_root", default=None, help="dataset folder or manifest (sets data.root)")
-@click.option("--pruner", type=click.Choice(["median", "percentile", "halving", "hyperband", "patient", "none"]), default=None,
+@click.option("--pruner", type=click.Choice(PRUNER_NAMES), default=None,
               help="default: the YAML's pruner: block, else its early_terminate, else none")  # fmt: skip
 @click.option(
     "--pruner-opt", "pruner_opts", multiple=True, help="pruner option key=value (repeatable), e.g. n_warmup_steps=2"
@@ -197,7 +198,9 @@ def local_command(
     overrides: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Run SWEEP_FILE with Optuna, no W&B server needed. OVERRIDES (key=value) apply to every trial."""
-    from launch.local_sweep import format_rows, prepare, run_local_sweep, trial_rows
+    from launch.engine.local import run_local_sweep
+    from launch.engine.plan import prepare
+    from launch.engine.progress import final_table, header
 
     extra = [*([f"data.root={data_root}"] if data_root else []), *overrides]
     spec = validated(sweep_file, extra, checkpoint)
@@ -206,11 +209,50 @@ def local_command(
         pruner_options=pruner_opts, checkpoint=checkpoint, seed=seed, heartbeat=heartbeat, max_retry=max_retry,
         verbose=workers == 1,
     )  # fmt: skip
-    click.echo(
-        f"sweep {sweep.study}: {describe(spec)}; {sweep.budget} trial(s), {workers} worker(s), pruner {sweep.pruner}"
-    )
+    click.echo(header(sweep, workers))
     for note in sweep.notes:
         click.echo(f"note: {note}")
     click.echo(f"storage {sweep.storage}; run folders under {sweep.sweep_dir}")
-    study = run_local_sweep(sweep, workers=workers)
-    click.echo(format_rows(trial_rows(study), [name for name, _ in spec.objectives]))
+    run_local_sweep(sweep, workers=workers)
+    click.echo(final_table(sweep), nl=False)
+
+
+@sweep_group.command("confirm", context_settings={"ignore_unknown_options": True})
+@click.argument("source")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="how many of the best configs")
+@click.option("--seeds", type=click.IntRange(min=2), default=3, show_default=True,
+              help="training seeds per config: train.seed = the source run's seed + 1 ... + N (same data split)")  # fmt: skip
+@click.option("--by", default=None, help="metric to rank by (default: the source sweep's metric, else val/cer)")
+@click.option("--data", "data_root", default=None, help="dataset folder or manifest (sets data.root)")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="worker processes")
+@click.option("--storage", default=None,
+              help="SQLAlchemy URL or journal:PATH (default: sqlite under <train.run_dir>/<sweep>-confirm/)")  # fmt: skip
+@click.option("--heartbeat", type=click.IntRange(min=0), default=60, show_default=True,
+              help="seconds; a killed seed is retried from its last.pt after 3x this")  # fmt: skip
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def confirm_command(
+    source: str, top: int, seeds: int, by: str | None, data_root: str | None, workers: int, storage: str | None,
+    heartbeat: int, overrides: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Re-train the TOP best configs of SOURCE (as `runs rank` takes it) with SEEDS training seeds each; rank them by
+    their mean and say which differences are within the seeds' noise. Rerunning the command continues it."""
+    from analysis.tables import format_table
+    from launch.engine.confirm import NOISE_RULE, confirm_table, prepare_confirm, write_table
+    from launch.engine.local import run_local_sweep
+
+    if source.startswith("wandb://"):
+        require_login("sweep confirm of a W&B sweep")
+    extra = [*([f"data.root={data_root}"] if data_root else []), *overrides]
+    sweep = prepare_confirm(
+        source, top=top, seeds=seeds, by=by, overrides=extra, storage=storage, heartbeat=heartbeat,
+        verbose=workers == 1,
+    )  # fmt: skip
+    click.echo(f"confirm {sweep.study}: {len(sweep.configs)} config(s) of {source} by {sweep.spec.metric}, "
+               f"{seeds} seeds each ({sweep.budget} runs), {workers} worker(s)")  # fmt: skip
+    for note in sweep.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"storage {sweep.storage}; run folders under {sweep.sweep_dir}")
+    table = confirm_table(sweep, run_local_sweep(sweep, workers=workers))
+    click.echo(format_table(table), nl=False)
+    click.echo(f"within_noise: {NOISE_RULE}")
+    click.echo(f"wrote {write_table(sweep, table)}")

@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 import trainer.train as training
-from analysis.plots import run_plots
-from launch.wandb_sweep import pruning_from_env
+from launch.engine.wandb_agent import pruning_from_env
 from trainer.checkpoints import resume_config
 from trainer.config import load_config
 from trainer.errors import UserError
@@ -50,6 +49,8 @@ def train_command(
     else:
         cfg = resume_config(resume, config_path, [*extra, *overrides])
     prune = pruning_from_env()  # under `sweep agent --prune-storage`: a shared Optuna study decides
+    from analysis.plots import run_plots  # matplotlib: loaded only when a run is trained
+
     result = training.train(cfg, name=name, resume=resume, prune=prune, on_finish=run_plots)
     if prune is not None:
         prune.finish(result)

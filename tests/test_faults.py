@@ -26,8 +26,10 @@ import torch
 import yaml
 from conftest import ROOT, TINY_MODEL, write_tiny_dataset
 
-from launch.local_sweep import open_study, prepare, retried_from, run_local_sweep, run_worker
-from launch.sweep_spec import load_sweep
+from launch.engine.local import open_study, run_local_sweep, run_worker
+from launch.engine.plan import prepare
+from launch.engine.spec import load_sweep
+from launch.engine.trials import retried_from
 from trainer import train as T
 from trainer.config import load_config, save_config
 from trainer.errors import TrainingFailed

@@ -190,8 +190,9 @@ def two_trial_sweep(frozen, tmp_path: Path, name: str) -> Path:
 
 
 def test_two_trials_of_a_local_sweep_build_the_cache_once(frozen, tmp_path):
-    from launch.local_sweep import prepare, run_local_sweep
-    from launch.sweep_spec import load_sweep
+    from launch.engine.local import run_local_sweep
+    from launch.engine.plan import prepare
+    from launch.engine.spec import load_sweep
 
     sweep_yaml = two_trial_sweep(frozen, tmp_path, "two")
     before = FC.BUILDS
@@ -226,8 +227,9 @@ def test_concurrent_workers_build_once_and_read_the_same_features(frozen):
 
 @pytest.mark.slow
 def test_two_worker_processes_build_the_cache_once(frozen, tmp_path):
-    from launch.local_sweep import prepare, run_local_sweep
-    from launch.sweep_spec import load_sweep
+    from launch.engine.local import run_local_sweep
+    from launch.engine.plan import prepare
+    from launch.engine.spec import load_sweep
 
     sweep_yaml = two_trial_sweep(frozen, tmp_path, "par")
     sweep = prepare(load_sweep(sweep_yaml), overrides=["train.max_epochs=1"], heartbeat=0, verbose=False)

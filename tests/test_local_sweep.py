@@ -14,18 +14,12 @@ import optuna
 import pytest
 import yaml
 
-from launch.local_sweep import (
-    hyperband_from_early_terminate,
-    make_pruner,
-    make_sampler,
-    open_study,
-    prepare,
-    resolve_pruner,
-    run_local_sweep,
-    run_worker,
-    trial_rows,
-)
-from launch.sweep_spec import SweepError, SweepSpec, load_sweep
+from launch.engine.local import open_study, run_local_sweep, run_worker
+from launch.engine.plan import prepare
+from launch.engine.pruners import hyperband_from_early_terminate, make_pruner
+from launch.engine.spec import SweepError, SweepSpec, load_sweep
+from launch.engine.study import make_sampler, resolve_pruner
+from launch.engine.trials import trial_rows
 from trainer.config import save_config
 from trainer.errors import ConfigError
 
@@ -214,6 +208,52 @@ def test_median_pruner_prunes_the_clearly_worse_run(tmp_path):
     assert bad.user_attrs["state"] == "pruned"
 
 
+def ctc_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
+    """val/cer and val/cer_ctc_greedy disagree: the summary's `<select_metric>_best` is the selected metric's best."""
+    from trainer.train import RunResult
+
+    run_dir = Path(cfg.train.run_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    offset = abs(math.log10(cfg.optim.lr / GOOD_LR))
+    rows = [{"epoch": e, "val/cer": 0.9 - 0.1 * e, "val/cer_ctc_greedy": 0.5 + offset + 0.2 / e} for e in (1, 2, 3)]
+    for row in rows:
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if prune is not None and prune(row["epoch"], row):
+            break
+    selected = cfg.train.select_metric
+    best = min(rows, key=lambda r: r[selected])
+    summary = {"state": "finished", f"{selected}_best": best[selected], "epoch_best": best["epoch"], "epochs": 3}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return RunResult(run_dir, "finished", summary)
+
+
+def test_trials_select_prune_and_are_valued_by_the_sweep_metric(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2]}}, name="ctc",
+                       metric={"name": "val/cer_ctc_greedy", "goal": "minimize"})  # fmt: skip
+    sweep = prepare(spec, overrides=overrides(tmp_path, 3), heartbeat=0, verbose=False)
+    study = run_local_sweep(sweep, workers=1, train_fn=ctc_train)
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    for t in study.get_trials():
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["select_metric"] == "val/cer_ctc_greedy"
+        offset = abs(math.log10(t.params["optim.lr"] / GOOD_LR))
+        assert t.value == pytest.approx(0.5 + offset + 0.2 / 3)  # not val/cer's best (0.6)
+        assert t.intermediate_values == pytest.approx({e: 0.5 + offset + 0.2 / e for e in (1, 2, 3)})
+        assert t.user_attrs["metrics"]["val/cer_ctc_greedy_best"] == pytest.approx(t.value)
+
+
+def test_a_run_without_the_sweep_metric_in_its_summary_is_a_failed_trial(tmp_path):
+    spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3]}}, name="nokey",
+                       metric={"name": "val/loss", "goal": "minimize"})  # fmt: skip
+    sweep = prepare(spec, overrides=overrides(tmp_path, 2), heartbeat=0, verbose=False)
+    study = run_local_sweep(sweep, workers=1, train_fn=fake_train)  # its summary holds val/cer_best only
+    (trial,) = study.get_trials()
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["reason"] == f"{trial.user_attrs['run_dir']}/summary.json has no val/loss_best"
+
+
 def test_journal_storage(tmp_path):
     spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2]}}, name="jr")
     sweep = prepare(
@@ -358,7 +398,7 @@ def test_two_processes_creating_one_new_sqlite_study_at_the_same_moment_both_suc
 def test_with_retry_backs_off_then_names_the_database_when_it_keeps_failing():
     import sqlalchemy.exc
 
-    from launch.local_sweep import with_retry
+    from launch.engine.study import with_retry
 
     calls = []
 
@@ -389,14 +429,14 @@ def test_with_retry_backs_off_then_names_the_database_when_it_keeps_failing():
     ],
 )
 def test_worker_k_gets_gpu_k_mod_n(device, gpus, expected):
-    from launch.local_sweep import worker_env
+    from launch.engine.local import worker_env
 
     got = [worker_env(k, device, gpus).get("CUDA_VISIBLE_DEVICES") for k in range(5)]
     assert got == expected
 
 
 def test_visible_gpus_follow_cuda_visible_devices():
-    from launch.local_sweep import visible_gpus
+    from launch.engine.local import visible_gpus
 
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
@@ -404,7 +444,7 @@ def test_visible_gpus_follow_cuda_visible_devices():
 
 
 def _report_gpu_worker(sweep, worker, train_fn, threads, env, out) -> None:
-    from launch.local_sweep import _worker_main
+    from launch.engine.local import _worker_main
 
     _worker_main(sweep, worker, train_fn, threads, env)
     out.put((worker, os.environ.get("CUDA_VISIBLE_DEVICES")))
@@ -412,7 +452,7 @@ def _report_gpu_worker(sweep, worker, train_fn, threads, env, out) -> None:
 
 def test_run_workers_pins_each_worker_before_it_starts(tmp_path, monkeypatch):
     """Through the real spawn path: each worker process sees only its GPU (faked visible GPUs, no CUDA needed)."""
-    import launch.local_sweep as L
+    import launch.engine.local as L
 
     spec = write_sweep(tmp_path, {"optim.lr": {"values": [1e-3, 1e-2, 1e-4]}}, name="gpus")
     sweep = prepare(spec, overrides=overrides(tmp_path, 1), heartbeat=0, verbose=False)
@@ -509,7 +549,7 @@ def test_a_local_trial_samples_from_exactly_wandbs_distribution(key, spec):
     """The Objective's sampling path (spec.distributions + suggest) records wandb's distribution for the trial."""
     from wandb.sdk.sweeps.scheduler.optuna import sweep_parameter_to_distribution
 
-    from launch.local_sweep import suggest
+    from launch.engine.study import suggest
 
     expected = sweep_parameter_to_distribution(spec)
     dist = SweepSpec({"parameters": {key: spec}}).distributions()[key]
@@ -560,7 +600,7 @@ def timed_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
 
 
 def test_a_multi_objective_local_sweep_runs_without_pruning_and_ranks_its_pareto_front(tmp_path, capsys):
-    from launch.local_sweep import format_rows
+    from launch.engine.progress import final_table
 
     spec = write_sweep(
         tmp_path,
@@ -569,7 +609,7 @@ def test_a_multi_objective_local_sweep_runs_without_pruning_and_ranks_its_pareto
         metrics=[{"name": "val/cer", "goal": "minimize"}, {"name": "time/epoch_s", "goal": "minimize"}],
         scheduler={"engine": "optuna"}, pruner={"type": "median"},
     )  # fmt: skip
-    from launch.sweep_spec import check_sweep
+    from launch.engine.spec import check_sweep
 
     assert check_sweep(spec) == []
     sweep = prepare(spec, overrides=overrides(tmp_path, 3), heartbeat=0, verbose=False)
@@ -587,9 +627,11 @@ def test_a_multi_objective_local_sweep_runs_without_pruning_and_ranks_its_pareto
     assert front == {t.params["model.ctc_weight"] for t in study.best_trials} == {0.1, 0.3, 0.5}
     dominated = [r for r in rows if not r["pareto"]]
     assert len(dominated) == 6 - len(study.best_trials)
-    text = format_rows(rows, ["val/cer", "time/epoch_s"]).splitlines()
-    assert "time/epoch_s" in text[0] and "pareto" in text[0]
-    assert sum("*" in line for line in text[1:]) == len(study.best_trials)
+    text = final_table(sweep).splitlines()  # as `sweep local` prints it: through analysis.rank
+    assert "time/epoch_s" in text[0].split() and "pareto" in text[0].split()
+    at = text[0].index("pareto")  # the column's cells start where its header does
+    marks = [line[at:].split()[0] for line in text[1:7]]
+    assert marks.count("True") == len(study.best_trials) and marks.count("False") == 6 - len(study.best_trials)
 
 
 @pytest.mark.slow

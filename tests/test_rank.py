@@ -173,8 +173,9 @@ def test_a_multi_objective_local_sweep_is_ranked_with_its_pareto_front_marked(tm
     from click.testing import CliRunner
 
     from launch.cli import cli
-    from launch.local_sweep import prepare, run_local_sweep
-    from launch.sweep_spec import load_sweep
+    from launch.engine.local import run_local_sweep
+    from launch.engine.plan import prepare
+    from launch.engine.spec import load_sweep
 
     raw = {"name": "mo", "method": "custom", "run_cap": 6,
            "metrics": [{"name": "val/cer", "goal": "minimize"}, {"name": "time/epoch_s", "goal": "minimize"}],

@@ -8,10 +8,12 @@ import optuna
 import pytest
 import yaml
 
-from launch.local_sweep import suggest
-from launch.sweep_spec import SweepSpec, check_sweep, grid_size, grid_space, load_sweep, validate_sweep
+from launch.engine.params import grid_size, grid_space
+from launch.engine.spec import SweepSpec, check_sweep, load_sweep, validate_sweep
+from launch.engine.study import suggest
 from trainer import config as config_mod
 from trainer.errors import ConfigError
+from trainer.metrics import METRICS, SELECTABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = ["${env}", "${interpreter}", "-m", "launch", "train", "--config", "configs/small.yaml", "${args}"]
@@ -275,7 +277,7 @@ def test_all_six_sweeps_exist():
 
 # --------------------------------------------------------------------------- scheduler sweeps and several objectives
 
-SCHEDULER = {"engine": "optuna", "source": "launch/wandb_scheduler.py", "optimizer": "make_study"}
+SCHEDULER = {"engine": "optuna", "source": "launch/engine/wandb_scheduler.py", "optimizer": "make_study"}
 TWO_METRICS = [{"name": "val/cer", "goal": "minimize"}, {"name": "time/epoch_s", "goal": "minimize"}]
 
 
@@ -312,8 +314,8 @@ def test_scheduler_and_multi_objective_sweeps_are_valid():
         ({"metrics": [TWO_METRICS[0]]}, "metrics: a list of two or more metrics"),
         ({"metric": {"name": "val/cer"}}, "metrics: cannot be used beside metric"),
         (
-            {"metrics": [TWO_METRICS[0], {"name": "val/wer"}]},
-            "metrics[1].name: 'val/wer' is not a metric lipsweep logs",
+            {"metrics": [TWO_METRICS[0], {"name": "val/werr"}]},
+            "metrics[1].name: 'val/werr' is not a metric lipsweep logs; did you mean val/wer?",
         ),
         ({"metrics": [TWO_METRICS[0], {"name": "time/epoch_s", "goal": "min"}]}, "metrics[1].goal: 'min' must be"),
     ],
@@ -328,3 +330,93 @@ def test_metrics_need_method_custom():
     raw = {k: v for k, v in s.raw.items() if k != "metric"}
     out = check_sweep(SweepSpec({**raw, "metrics": TWO_METRICS}))
     assert out == ["metrics: several objectives need method: custom with a scheduler"]
+
+
+# --------------------------------------------------------------------------- metrics from the registry (trainer/metrics.py)
+
+
+@pytest.mark.parametrize("name", SELECTABLE)
+def test_every_selectable_metric_is_a_sweep_metric_with_its_registry_goal(name):
+    goal = METRICS[name].goal
+    assert problems(metric={"name": name, "goal": goal}) == []
+    other = "maximize" if goal == "minimize" else "minimize"
+    out = problems(metric={"name": name, "goal": other})
+    assert out == [f"metric.goal: {name} is better {'lower' if goal == 'minimize' else 'higher'}, but the YAML "
+                   f"has goal {other}; write goal: {goal}"]  # fmt: skip
+
+
+def test_a_logged_metric_that_cannot_select_a_checkpoint_is_refused_as_the_first_metric():
+    assert "train/loss" in METRICS and "train/loss" not in SELECTABLE
+    (out,) = problems(metric={"name": "train/loss", "goal": "minimize"})
+    assert out.startswith("metric.name: 'train/loss' cannot be a sweep's (first) metric") and "val/cer" in out
+    (out,) = problems(metric={"name": "val/cer_ctc_greedyy"})
+    assert out == "metric.name: 'val/cer_ctc_greedyy' is not a metric lipsweep logs; did you mean val/cer_ctc_greedy?"
+
+
+def test_a_maximized_metric_needs_its_goal_written():
+    maximized = next(n for n in SELECTABLE if METRICS[n].goal == "maximize")
+    (out,) = problems(metric={"name": maximized})
+    assert out.startswith(f"metric.goal: {maximized} is better higher, but the YAML has no goal (W&B then minimizes)")
+
+
+def test_trials_select_by_the_sweep_metric_so_nothing_may_set_it_otherwise():
+    ctc = {"name": "val/cer_ctc_greedy", "goal": "minimize"}
+    assert problems(metric=ctc, command=[*COMMAND[:-1], "train.select_metric=val/cer_ctc_greedy", "${args}"]) == []
+    (out,) = problems(metric=ctc, command=[*COMMAND[:-1], "--train.select_metric=val/cer", "${args}"])
+    assert out.startswith("command: --train.select_metric=val/cer differs from the sweep's metric val/cer_ctc_greedy")
+    (out,) = problems({"optim.lr": {"values": [1e-3]}, "train.select_metric": {"values": ["val/cer", "val/loss"]}})
+    assert out.startswith("parameters.train.select_metric: set by the sweep's metric (val/cer) for every trial")
+    (out,) = check_sweep(sweep({"optim.lr": {"values": [1e-3]}}), ["train.select_metric=val/loss"])
+    assert out.startswith("overrides: train.select_metric=val/loss differs from the sweep's metric val/cer")
+    (out,) = check_sweep(sweep({"optim.lr": {"values": [1e-3]}}), ["optim.lr"])  # not key=value: one problem
+    assert out.startswith("command: override 'optim.lr' is not of the form key=value")
+
+
+def test_the_command_w_and_b_receives_selects_by_the_sweep_metric():
+    spec = sweep({"optim.lr": {"values": [1e-3]}}, metric={"name": "val/cer_ctc_greedy", "goal": "minimize"})
+    assert spec.wandb_config()["command"] == [*COMMAND[:-1], "train.select_metric=val/cer_ctc_greedy", "${args}"]
+    written = [*COMMAND[:-1], "train.select_metric=val/cer_ctc_greedy", "${args}"]
+    kept = sweep({"optim.lr": {"values": [1e-3]}}, metric=spec.raw["metric"], command=written)
+    assert kept.wandb_config()["command"] == written  # set in the YAML: sent as written
+    assert check_sweep(SweepSpec(spec.wandb_config())) == []
+
+
+# --------------------------------------------------------------------------- every problem of a parameter (#16.7)
+
+
+def test_every_problem_of_one_parameter_is_reported_not_only_the_first():
+    assert problems({"decode.beam_sizee": {"distribution": "int_uniform", "min": 4, "max": 1, "mean": 2}}) == [
+        "parameters.decode.beam_sizee: unknown config key; did you mean decode.beam_size?",
+        "parameters.decode.beam_sizee.mean: not a field of the int_uniform distribution (fields: min, max); did you mean min?",
+        "parameters.decode.beam_sizee: min (4) is above max (1)",
+    ]
+    assert problems({"decode.beam_size": {"distribution": "q_uniform", "min": "a", "max": "b", "q": -1}}) == [
+        "parameters.decode.beam_size.min: must be a number, got 'a'",
+        "parameters.decode.beam_size.max: must be a number, got 'b'",
+        "parameters.decode.beam_size.q: must be above 0",
+    ]
+    assert problems({"decode.beam_size": {"min": -2, "max": 0}}) == [  # both ends outside the key's range
+        "parameters.decode.beam_size: decode.beam_size: -2 is not allowed; expected int >= 1",
+        "parameters.decode.beam_size: decode.beam_size: 0 is not allowed; expected int >= 1",
+    ]
+
+
+def test_validate_adds_the_config_keys_hint_to_key_errors_only(tmp_path):
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+
+    def validate(parameters: dict) -> list[str]:
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump(sweep(parameters).raw))
+        result = CliRunner().invoke(cli, ["sweep", "validate", str(path)])
+        assert result.exit_code == 1
+        return result.output.splitlines()
+
+    lines = validate({"decode.beam_size": {"values": [0, 2]}})
+    assert not any("config keys" in line for line in lines) and lines[-1].endswith(": 1 problem(s)")
+    lines = validate({"zzz.qqq": {"values": [1]}, "decode.beam_size": {"values": [0]}})
+    hinted = [line for line in lines if "config keys" in line]
+    assert (
+        len(hinted) == 1 and "parameters.zzz.qqq: unknown config key; see `python -m launch config keys`" in hinted[0]
+    )

@@ -13,18 +13,9 @@ from wandb.sdk.sweeps.scheduler.optimizer import RunConfig, RunWithMetrics
 from wandb.sdk.sweeps.scheduler.optuna import OptunaDeclarativeOptimizer, search_space_from_sweep_config
 from wandb.sdk.sweeps.sweep_info import SweepInfo
 
-from launch.sweep_spec import PROJECT_KEYS, SweepSpec, check_sweep, load_sweep
-from launch.wandb_scheduler import (
-    FACTORY,
-    SOURCE,
-    STORAGE_ENV,
-    SWEEP_FILE_ENV,
-    make_study,
-    project_optimizer,
-    run_scheduler,
-    scheduler_config,
-)
-from launch.wandb_sweep import create_sweep
+from launch.engine.spec import PROJECT_KEYS, SweepSpec, check_sweep, load_sweep
+from launch.engine.wandb_create import FACTORY, SOURCE, create_sweep, scheduler_config
+from launch.engine.wandb_scheduler import STORAGE_ENV, SWEEP_FILE_ENV, make_study, project_optimizer, run_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -49,7 +40,7 @@ def wandb_request(monkeypatch):
         default_entity = "ent"
 
     monkeypatch.setattr(public_sweeps, "_upsert_sweep", upsert)
-    monkeypatch.setattr(wandb_login, "_login", lambda **kwargs: True)
+    monkeypatch.setattr(wandb_login, "_login", lambda **kwargs: (True, None))  # logged in: (success, key)
     monkeypatch.setattr(wandb, "Api", Api)
     return sent
 
@@ -75,11 +66,13 @@ def test_every_shipped_sweep_goes_unchanged_through_both_engines(tmp_path, path,
     builtin = create_sweep(spec, records=tmp_path, engine="wandb")
     optuna_engine = create_sweep(spec, records=tmp_path, engine="optuna")
     plain, custom = wandb_request
-    assert plain == {k: v for k, v in spec.raw.items() if k not in PROJECT_KEYS}
+    raw = {k: v for k, v in spec.raw.items() if k not in PROJECT_KEYS}
+    selecting = [*raw["command"][:-1], f"train.select_metric={spec.metric}", "${args}"]  # the one word added
+    assert raw["command"][-1] == "${args}" and plain == {**raw, "command": selecting}
     assert not set(PROJECT_KEYS) & set(custom)
     assert custom["method"] == "custom" and "early_terminate" not in custom
     assert custom["scheduler"] == {"engine": "optuna", "source": SOURCE, "optimizer": FACTORY}
-    assert custom["parameters"] == spec.raw["parameters"] and custom["command"] == spec.raw["command"]
+    assert custom["parameters"] == spec.raw["parameters"] and custom["command"] == selecting
     for config in (plain, custom):
         assert check_sweep(SweepSpec(config)) == []  # W&B's schema, our keys, the source file and its factory
         _validate_config_and_fill_distribution(config)  # wandb's own client-side check
@@ -94,7 +87,8 @@ def test_a_yaml_with_a_scheduler_block_is_sent_as_written(tmp_path):
            "scheduler": {"engine": "optuna", "source": SOURCE, "optimizer": FACTORY}}  # fmt: skip
     spec = SweepSpec(raw)
     assert check_sweep(spec) == []
-    assert scheduler_config(spec) == {k: v for k, v in raw.items() if k != "pruner"}
+    selecting = [*COMMAND[:-1], "train.select_metric=val/cer", "${args}"]
+    assert scheduler_config(spec) == {**{k: v for k, v in raw.items() if k != "pruner"}, "command": selecting}
     with pytest.raises(Exception, match="scheduler.engine is ax"):
         scheduler_config(SweepSpec({**raw, "scheduler": {"engine": "ax"}}))
 
@@ -284,7 +278,7 @@ def test_sweep_scheduler_runs_wandbs_scheduler_with_the_project_factory(tmp_path
 def test_cli_sweep_scheduler_passes_its_options(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    import launch.wandb_scheduler as S
+    import launch.engine.wandb_scheduler as S
     from launch.cli import cli
 
     seen = {}
@@ -372,7 +366,8 @@ def curve_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
 
 def test_the_demo_yaml_also_runs_unchanged_under_sweep_local(tmp_path):
     """The third engine for the same file: `sweep local` (the other two are checked above up to the request)."""
-    from launch.local_sweep import prepare, run_local_sweep
+    from launch.engine.local import run_local_sweep
+    from launch.engine.plan import prepare
 
     spec = load_sweep(ROOT / "sweeps" / "demo.yaml")
     sweep = prepare(spec, trials=3, overrides=[f"train.run_dir={tmp_path}", "train.max_epochs=2"], heartbeat=0,

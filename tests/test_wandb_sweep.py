@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,8 +12,9 @@ import optuna
 import pytest
 import yaml
 
-from launch.sweep_spec import PROJECT_KEYS, SweepSpec, check_sweep, load_sweep
-from launch.wandb_sweep import PRUNE_ENV, SharedPruning, create_sweep, run_agents
+from launch.engine.spec import PROJECT_KEYS, SweepSpec, check_sweep, load_sweep
+from launch.engine.wandb_agent import PRUNE_ENV, SharedPruning, run_agents
+from launch.engine.wandb_create import create_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -32,7 +35,9 @@ def test_create_sends_a_config_wandb_accepts(tmp_path, path):
     config = sent["config"]
     assert created.sweep_id == "abc123" and created.path == "proj/abc123" and sent["project"] == "proj"
     assert not set(PROJECT_KEYS) & set(config)  # W&B's schema refuses unknown top-level keys
-    assert {k: v for k, v in spec.raw.items() if k not in PROJECT_KEYS} == config
+    raw = {k: v for k, v in spec.raw.items() if k not in PROJECT_KEYS}
+    assert raw["command"][-1] == "${args}"  # W&B's trials select by the sweep's metric: the one word added
+    assert {**raw, "command": [*raw["command"][:-1], f"train.select_metric={spec.metric}", "${args}"]} == config
     assert check_sweep(SweepSpec(config)) == []  # the schema, the keys, the command
     filled = _validate_config_and_fill_distribution(config)  # wandb's own client-side check before it sends
     for spec_ in filled["parameters"].values():
@@ -150,3 +155,55 @@ def test_wandb_agent_entry_applies_wandb_config_exactly_once(tiny_config, tmp_pa
     result = CliRunner().invoke(cli, ["train", "--resume", str(run_dir), *args])
     assert result.exit_code == 0, result.output
     assert calls == []  # a resumed run keeps its config: never applied twice
+
+
+# --------------------------------------------------------------------------- W&B without a login (#16.2)
+
+
+def no_login_env(home: Path, **extra: str) -> dict[str, str]:
+    """No W&B credentials anywhere wandb looks: no WANDB_API_KEY, an empty home, netrc and config folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(home), NETRC=str(home / "netrc"), WANDB_CONFIG_DIR=str(home / "wandb-config"),
+               PYTHONPATH=str(ROOT), **extra)  # fmt: skip
+    return env
+
+
+def test_require_login_refuses_without_a_key_or_offline(tmp_path, monkeypatch):
+    from launch.engine.login import require_login
+    from trainer.errors import UserError
+
+    for key, value in no_login_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(UserError, match="sweep create needs W&B's server and finds no W&B login: log in once with"):
+        require_login("sweep create")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(UserError, match="but WANDB_MODE=offline: unset WANDB_MODE"):
+        require_login("sweep create")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, mode",
+    [
+        (["sweep", "create", "sweeps/demo.yaml"], None),
+        (["sweep", "create", "sweeps/demo.yaml"], "offline"),
+        (["sweep", "agent", "ent/proj/abc"], None),
+        (["sweep", "scheduler", "ent/proj/abc"], "offline"),
+        (["runs", "rank", "wandb://ent/proj"], None),
+        (["runs", "export-best", "wandb://ent/proj/abc"], "offline"),
+    ],
+)
+def test_commands_that_need_wandb_exit_2_with_how_to_log_in_and_never_prompt(tmp_path, args, mode):
+    env = no_login_env(tmp_path, **({"WANDB_MODE": mode} if mode else {}))
+    proc = subprocess.run([sys.executable, "-m", "launch", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    error = next(line for line in proc.stderr.splitlines() if line.startswith("error: "))
+    assert f"{args[0]} {args[1]} needs W&B's server" in error
+    assert "`wandb login`" in error and "WANDB_API_KEY" in error and "sweep local" in error
+    assert (f"WANDB_MODE={mode}" in error) == bool(mode)
+    for prompt in ("Create a W&B account", "Enter your choice", "Paste your API key", "/authorize"):  # W&B's menu
+        assert prompt not in proc.stdout and prompt not in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing written to the (empty) home: no netrc, no settings

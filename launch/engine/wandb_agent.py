@@ -1,4 +1,4 @@
-"""W&B sweeps: `create` (the config W&B receives), `agent` (supervised `wandb agent` processes) and pruning under them.
+"""`sweep agent`: supervised `wandb agent` processes, and pruning under them through a shared Optuna study.
 
 `wandb agent` starts one process per run with the sweep's `command:` (so GPU memory is freed
 between runs) and passes the sampled values as `--key=value`. `sweep agent` starts K such
@@ -18,92 +18,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+import optuna
 
-from launch.sweep_spec import SweepSpec
-from trainer import config as config_mod
+from launch.engine.login import require_login
+from launch.engine.pruners import make_pruner
+from launch.engine.spec import SweepSpec
+from launch.engine.study import make_storage
 from trainer.errors import UserError
 
 PRUNE_ENV = "LIPSWEEP_PRUNE"  # JSON: storage, study, pruner block, metric, direction
-RECORDS = "wandb_sweeps"  # <train.run_dir>/wandb_sweeps/<sweep id>/: the YAML as written and as sent
-ENGINES = ("wandb", "optuna")  # W&B's built-in methods (+ hyperband), or its Optuna engine with our study factory
-
-
-@dataclass
-class CreatedSweep:
-    sweep_id: str
-    entity: str | None
-    project: str
-    record_dir: Path
-    config: dict[str, Any] | None = None  # as sent
-
-    @property
-    def path(self) -> str:
-        return "/".join(p for p in (self.entity, self.project, self.sweep_id) if p)
-
-
-def _base_config(spec: SweepSpec) -> config_mod.Config:
-    return config_mod.load_config(spec.base_config, spec.command_overrides)
-
-
-def sent_config(spec: SweepSpec, engine: str = "wandb") -> dict[str, Any]:
-    """The config W&B receives: project-only keys stripped; for engine optuna (or a YAML with a scheduler
-    block) method custom and the scheduler block naming the project's study factory."""
-    if engine not in ENGINES:
-        raise UserError(f"--engine {engine}: one of {', '.join(ENGINES)}")
-    if engine == "optuna" or spec.raw.get("scheduler"):
-        from launch.wandb_scheduler import scheduler_config
-
-        return scheduler_config(spec)
-    return spec.wandb_config()
-
-
-def create_sweep(
-    spec: SweepSpec,
-    project: str | None = None,
-    entity: str | None = None,
-    send: Callable[..., str] | None = None,
-    records: Path | None = None,
-    engine: str = "wandb",
-) -> CreatedSweep:
-    """Create the W&B sweep from a validated spec (see `sent_config`); keep both YAMLs under `records`.
-
-    `send` is `wandb.sweep` (tests pass a fake); `records` defaults to <train.run_dir>/wandb_sweeps.
-    The config sent is validated again first (a refused key would otherwise reach W&B).
-    """
-    from launch.sweep_spec import SweepError, check_sweep
-
-    cfg = _base_config(spec)
-    config = sent_config(spec, engine)
-    problems = check_sweep(SweepSpec(config, spec.path))
-    if problems:
-        raise SweepError(f"{spec.path} as sent to W&B", problems)
-    project = project or config.get("project") or cfg.tracking.project
-    entity = entity or config.get("entity") or cfg.tracking.entity or None
-    if send is None:
-        import wandb
-
-        send = wandb.sweep
-    sweep_id = send(config, entity=entity, project=project)
-    record = Path(records or Path(cfg.train.run_dir) / RECORDS) / sweep_id
-    record.mkdir(parents=True, exist_ok=True)
-    (record / "sweep.yaml").write_text(yaml.safe_dump(spec.raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    (record / "sent.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return CreatedSweep(sweep_id, entity, project, record, config)
-
-
-def find_record(sweep_id: str, run_dir: str = "runs") -> Path | None:
-    """The YAML `create` kept for a sweep id (`ID`, `project/ID` or `entity/project/ID`)."""
-    path = Path(run_dir) / RECORDS / sweep_id.rsplit("/", 1)[-1] / "sweep.yaml"
-    return path if path.exists() else None
-
-
-# --------------------------------------------------------------------------- agents
 
 
 def agent_env(gpu: str | None, prune: dict[str, Any] | None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -115,6 +42,8 @@ def agent_env(gpu: str | None, prune: dict[str, Any] | None, base: dict[str, str
     env["WANDB_AGENT_DISABLE_FLAPPING"] = "true"  # a run that fails early must not stop the agent
     env["WANDB_AGENT_MAX_INITIAL_FAILURES"] = "1000000"
     env["PYTHONUNBUFFERED"] = "1"
+    if "WANDB_SILENT" not in env and "WANDB_QUIET" not in env:
+        env["WANDB_QUIET"] = "true"  # each run prints its URL, not W&B's summary panel (the agent's lines stay)
     if prune:
         env[PRUNE_ENV] = json.dumps(prune)
     else:
@@ -126,6 +55,49 @@ def _pump(stream: Any, prefix: str) -> None:
     for line in iter(stream.readline, ""):
         print(f"[{prefix}] {line}", end="", flush=True)
     stream.close()
+
+
+class _Agents:
+    """The agent processes of `run_agents`, one a slot, each restarted up to `max_restarts` times."""
+
+    def __init__(self, command: list[str], max_restarts: int):
+        self.command = command
+        self.max_restarts = max_restarts
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.codes: dict[str, list[int]] = {}
+        self.envs: dict[str, dict[str, str]] = {}
+
+    def start(self, label: str) -> None:
+        p = subprocess.Popen(
+            self.command, env=self.envs[label], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        threading.Thread(target=_pump, args=(p.stdout, label), daemon=True).start()
+        self.procs[label] = p
+
+    def ended(self, label: str, code: int) -> None:
+        """Record an agent's exit; restart it unless it finished or used its restarts."""
+        self.codes[label].append(code)
+        del self.procs[label]
+        if code == 0:
+            print(f"[{label}] agent finished", flush=True)
+        elif len(self.codes[label]) <= self.max_restarts:
+            print(
+                f"[{label}] agent exited with code {code}; restarting it ({len(self.codes[label])}/{self.max_restarts})",
+                flush=True,
+            )
+            self.start(label)
+        else:
+            print(
+                f"[{label}] agent exited with code {code}; {self.max_restarts} restarts used, giving up on this slot",
+                flush=True,
+            )
+
+    def stop(self) -> None:
+        """Ctrl-C: stop our agents (each forwards the stop to its run)."""
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            p.wait()
 
 
 def run_agents(
@@ -142,58 +114,31 @@ def run_agents(
     """Run `per_gpu` agents on each GPU until they finish; returns each agent's exit codes (restarts included)."""
     if per_gpu < 1:
         raise UserError("--per-gpu must be at least 1")
+    if agent_command is None:
+        require_login("sweep agent")
     command = list(agent_command or [sys.executable, "-m", "wandb", "agent"])
     if count:
         command += ["--count", str(count)]
     command.append(sweep_id)
-    slots = [(gpu, k) for gpu in gpus for k in range(per_gpu)]
-    procs: dict[str, subprocess.Popen[str]] = {}
-    codes: dict[str, list[int]] = {}
-    envs: dict[str, dict[str, str]] = {}
-
-    def start(label: str) -> None:
-        p = subprocess.Popen(
-            command, env=envs[label], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        threading.Thread(target=_pump, args=(p.stdout, label), daemon=True).start()
-        procs[label] = p
-
-    for gpu, k in slots:
-        label = f"{'gpu' + gpu if gpu is not None else 'agent'}.{k}"
-        envs[label] = agent_env(gpu, prune)
-        codes[label] = []
-        print(
-            f"[{label}] {' '.join(command)}" + (f" (CUDA_VISIBLE_DEVICES={gpu})" if gpu is not None else ""), flush=True
-        )
-        start(label)
+    agents = _Agents(command, max_restarts)
+    for gpu in gpus:
+        for k in range(per_gpu):
+            label = f"{'gpu' + gpu if gpu is not None else 'agent'}.{k}"
+            agents.envs[label] = agent_env(gpu, prune)
+            agents.codes[label] = []
+            pinned = f" (CUDA_VISIBLE_DEVICES={gpu})" if gpu is not None else ""
+            print(f"[{label}] {' '.join(command)}{pinned}", flush=True)
+            agents.start(label)
     try:
-        while procs:
+        while agents.procs:
             time.sleep(poll_s)
-            for label, p in list(procs.items()):
+            for label, p in list(agents.procs.items()):
                 code = p.poll()
-                if code is None:
-                    continue
-                codes[label].append(code)
-                del procs[label]
-                if code == 0:
-                    print(f"[{label}] agent finished", flush=True)
-                elif len(codes[label]) <= max_restarts:
-                    print(
-                        f"[{label}] agent exited with code {code}; restarting it ({len(codes[label])}/{max_restarts})",
-                        flush=True,
-                    )
-                    start(label)
-                else:
-                    print(
-                        f"[{label}] agent exited with code {code}; {max_restarts} restarts used, giving up on this slot",
-                        flush=True,
-                    )
+                if code is not None:
+                    agents.ended(label, code)
     finally:
-        for p in procs.values():  # Ctrl-C: stop our agents (each forwards the stop to its run)
-            p.terminate()
-        for p in procs.values():
-            p.wait()
-    return codes
+        agents.stop()
+    return agents.codes
 
 
 # --------------------------------------------------------------------------- pruning under a W&B agent
@@ -213,10 +158,6 @@ class SharedPruning:
     def __init__(
         self, storage: str, study: str, pruner: dict[str, Any], metric: str = "val/cer", direction: str = "minimize"
     ):
-        import optuna
-
-        from launch.local_sweep import make_pruner, make_storage
-
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         self.metric = metric
         self.direction = direction
@@ -241,8 +182,6 @@ class SharedPruning:
         return cls(s["storage"], s["study"], s["pruner"], s.get("metric", "val/cer"), s.get("direction", "minimize"))
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
-        import optuna
-
         value = metrics.get(self.metric)
         if self.done or value is None or not math.isfinite(value):
             return False
@@ -261,8 +200,6 @@ class SharedPruning:
 
     def finish(self, result: Any) -> None:
         """Close the trial as the run ended: COMPLETE with its best value, PRUNED (already told) or FAIL."""
-        import optuna
-
         if self.done:
             return
         self.trial.set_user_attr("run_dir", str(getattr(result, "run_dir", "")))

@@ -1,7 +1,7 @@
 """W&B's Optuna engine with the project's study factory (wandb >= 0.31, experimental in wandb).
 
 A scheduler sweep is a W&B sweep with `method: custom` and `scheduler: {engine: optuna,
-source: launch/wandb_scheduler.py, optimizer: make_study}`. `wandb sweep-scheduler ID` (or
+source: launch/engine/wandb_scheduler.py, optimizer: make_study}`. `wandb sweep-scheduler ID` (or
 `python -m launch sweep scheduler ID`) runs on the user's machine: wandb's own
 `OptunaDeclarativeOptimizer` asks the study from `make_study` for each run's parameters (from
 wandb's mapping of the sweep's `parameters:`), feeds it each run's logged history, and stops the
@@ -17,50 +17,28 @@ import copy
 import dataclasses
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import optuna
 
-from launch.local_sweep import make_pruner, make_sampler, make_storage, resolve_pruner, with_retry
-from launch.sweep_spec import SweepSpec, load_sweep
+from launch.engine.login import require_login
+from launch.engine.pruners import make_pruner
+from launch.engine.schema import scheduler_source
+from launch.engine.spec import SweepSpec, load_sweep
+from launch.engine.study import make_sampler, make_storage, resolve_pruner, with_retry
+from launch.engine.wandb_create import find_record
 from trainer import config as config_mod
-from trainer.errors import ConfigError, UserError
+from trainer.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = "launch/wandb_scheduler.py"  # relative to the project root, where the scheduler runs
-FACTORY = "make_study"
 STORAGE_ENV = "LIPSWEEP_SCHEDULER_STORAGE"  # an Optuna storage URL: a restarted scheduler continues the study
 SWEEP_FILE_ENV = "LIPSWEEP_SCHEDULER_SWEEP"  # the sweep YAML as written (default: the one `create` kept)
 SEED_ENV = "LIPSWEEP_SCHEDULER_SEED"
-
-
-def scheduler_config(spec: SweepSpec) -> dict[str, Any]:
-    """The config W&B receives for its Optuna engine: method custom, the project's factory, no project-only keys.
-
-    `early_terminate` goes (W&B refuses it beside a scheduler): the factory builds the same hyperband
-    pruner from it that `sweep local` does. A YAML that already has a scheduler block keeps it.
-    """
-    config = spec.wandb_config()
-    sched = config.get("scheduler")
-    if sched is not None:
-        if sched.get("engine") != "optuna":
-            raise ConfigError(
-                f"{spec.path}: scheduler.engine is {sched.get('engine')}; --engine optuna needs engine optuna or no scheduler block"
-            )
-        return config
-    config.pop("early_terminate", None)
-    config["method"] = "custom"
-    config["scheduler"] = {"engine": "optuna", "source": SOURCE, "optimizer": FACTORY}
-    return config
 
 
 def kept_spec(sweep: Any) -> SweepSpec:
     """The sweep YAML as written (method, pruner, base_config) for a wandb `SweepInfo`.
 
     `$LIPSWEEP_SCHEDULER_SWEEP` when set, else the copy `sweep create` kept for the sweep id, else W&B's config."""
-    from launch.wandb_sweep import find_record
-
     path = os.environ.get(SWEEP_FILE_ENV)
     if path:
         return load_sweep(path)
@@ -122,10 +100,7 @@ def make_study(sweep: Any) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not storage_url:
         return optuna.create_study(
-            study_name=name,
-            sampler=make_sampler(spec, seed),
-            pruner=make_pruner(block),
-            directions=spec.directions,
+            study_name=name, sampler=make_sampler(spec, seed), pruner=make_pruner(block), directions=spec.directions
         )
     storage = make_storage(storage_url, heartbeat=0)
     with_retry(
@@ -144,8 +119,8 @@ def project_optimizer(sweep: Any) -> Any:
 
     sched = dict(sweep.config.get("scheduler") or {})
     source = sched.get("source")
-    if source and not Path(source).is_file() and (ROOT / source).is_file():
-        sched["source"] = str(ROOT / source)
+    if source and scheduler_source(source) != source:
+        sched["source"] = scheduler_source(source)
         sweep = dataclasses.replace(sweep, config={**sweep.config, "scheduler": sched})
     return make_optimizer(sweep)
 
@@ -186,6 +161,7 @@ def run_scheduler(
         os.environ[SWEEP_FILE_ENV] = str(sweep_file)
     os.environ[SEED_ENV] = str(seed)
     if run is None:
+        require_login("sweep scheduler")
         import wandb
         from wandb.sdk.sweeps.scheduler.client import run_scheduler as run
 
@@ -195,10 +171,6 @@ def run_scheduler(
     if not entity or not project:
         raise UserError(f"sweep {sweep_path}: pass it as entity/project/ID, or give --entity and --project")
     return run(
-        entity=entity,
-        project=project,
-        sweep_id=sweep_id,
-        make_optimizer=project_optimizer,
-        batch_size=batch_size,
-        poll_interval=poll_interval,
-    )
+        entity=entity, project=project, sweep_id=sweep_id, make_optimizer=project_optimizer,
+        batch_size=batch_size, poll_interval=poll_interval,
+    )  # fmt: skip
