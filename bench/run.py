@@ -1,6 +1,6 @@
 """Run every benchmark and write one Markdown table: the README's performance numbers, regenerated.
 
-    python -m bench                              # data, model, search, train, sweep; small settings; bench/RESULTS.md
+    python -m bench                              # data, model, search, train, sweep, gpu; small settings; bench/RESULTS.md
     python -m bench --only data,model            # some of them
     python -m bench --full                       # each benchmark's own default settings (slow on a CPU)
     python -m bench --device cuda                # the GPU rows (model in fp32, fp16 and bf16)
@@ -155,6 +155,22 @@ def parse_sweep(out: str, scratch: Path) -> list[Row]:
     return rows
 
 
+def parse_gpu(out: str, scratch: Path) -> list[Row]:
+    """The GPU check's lines (its gpu.json), each with its status; they get their own section, not the table."""
+    path = scratch / "gpu" / "gpu.json"
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    return [
+        (f"{line['measurement']} (`bench/gpu`, row {row['name']})", f"{line['result']} [{line['status']}]")
+        for row in rows
+        for line in row["lines"]
+    ]
+
+
+OWN_SECTION = {"gpu": "The GPU check, quick (`python -m bench.gpu --quick`; the full run needs a GPU)"}
+
+
 def benchmarks(
     scratch: Path, device: str, threads: int, auto_avsr: Path | None = None, espnet_dir: Path | None = None
 ) -> list[Benchmark]:
@@ -222,6 +238,13 @@ def benchmarks(
             ["--data", str(synthetic), "--runs", str(scratch / "runs"), "--json", str(scratch / "sweep.json")],
             parse_sweep,
         ),  # fmt: skip
+        Benchmark(
+            "gpu",
+            "gpu",  # bench/gpu/, a package with a __main__
+            ["--device", device, "--quick", "--out", str(scratch / "gpu"), *common, *espnet],
+            ["--device", device, "--out", str(scratch / "gpu"), *espnet],
+            parse_gpu,
+        ),  # fmt: skip
     ]
 
 
@@ -278,10 +301,16 @@ def render(
         "|---|---:|---|",
     ]
     short, full = where
+    sections = []
     for bench, _, rows, _, _, status in results:
+        why = "timed out" if status == -1 else f"exit status {status}"
+        if bench.name in OWN_SECTION and rows:  # below the table: the README takes the table alone
+            sections += ["", f"## {OWN_SECTION[bench.name]}", "", "| measurement | result |", "|---|---|"]
+            sections += [f"| {m} | {r} |" for m, r in rows]
+            sections += [f"\n`bench/{bench.script}` ended with {why}: see its output below"] if status else []
+            continue
         for measurement, result in rows:
             lines.append(f"| {measurement} | {result} | {short} |")
-        why = "timed out" if status == -1 else f"exit status {status}"
         if not rows:
             lines.append(f"| `bench/{bench.script}` | no result ({why}; its output is below) | {short} |")
         elif status and bench.name != "sweep":  # bench/sweep.py exits 1 when its pruning targets are not met
@@ -296,6 +325,7 @@ def render(
         README_BEGIN,
         table,
         README_END,
+        *sections,
         "",
         "## Commands",
         "",
@@ -323,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default=None, help="comma-separated: data, model, search, train, sweep")
+    parser.add_argument("--only", default=None, help="comma-separated: data, model, search, train, sweep, gpu")
     parser.add_argument("--full", action="store_true", help="each benchmark's own default settings (slow on a CPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")

@@ -23,6 +23,7 @@ import json
 import math
 import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +83,29 @@ def ours(
     return CLOCK() - start, best
 
 
+def use_auto_avsr_espnet(auto_avsr: Path) -> None:
+    """Make `espnet` auto_avsr's copy of it, a folder without __init__.py (a namespace package).
+
+    A regular `espnet` package anywhere on sys.path (espnet 202611 installs one, holding only `__init__.py`)
+    would otherwise win over it, wherever auto_avsr stands in sys.path.
+    """
+    folder = str(Path(auto_avsr).resolve() / "espnet")
+    if not Path(folder, "nets", "batch_beam_search.py").exists():
+        raise FileNotFoundError(f"{auto_avsr}: no espnet/nets/batch_beam_search.py; pass a checkout of auto_avsr")
+    current = sys.modules.get("espnet")
+    if current is None or list(getattr(current, "__path__", [])) != [folder]:
+        for name in [m for m in sys.modules if m == "espnet" or m.startswith("espnet.")]:
+            del sys.modules[name]
+        package = types.ModuleType("espnet")
+        package.__path__ = [folder]
+        sys.modules["espnet"] = package
+
+
 def espnet(
     auto_avsr: Path, model: LipReader, encs: list[torch.Tensor], options: SearchOptions, device: str
 ) -> tuple[float, list]:
     """ESPnet's BatchBeamSearch as auto_avsr's `get_beam_search_decoder` builds it, one utterance at a time."""
-    sys.path.insert(0, str(auto_avsr))
+    use_auto_avsr_espnet(auto_avsr)
     from espnet.nets.batch_beam_search import BatchBeamSearch
     from espnet.nets.pytorch_backend.ctc import CTC
     from espnet.nets.pytorch_backend.decoder.transformer_decoder import TransformerDecoder
@@ -130,7 +149,7 @@ def espnet_batched(
 ) -> tuple[float, list]:
     """espnet 202611's BatchBeamSearch on padded batches of `batch_size` utterances (its `x_lengths` input)."""
     if str(espnet_dir) not in sys.path:
-        sys.path.append(str(espnet_dir))  # after an auto_avsr checkout: its `espnet` package keeps its name
+        sys.path.append(str(espnet_dir))  # only its espnet2 is imported: `espnet` stays auto_avsr's
     from espnet2.asr.ctc import CTC
     from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
     from espnet2.legacy.nets.batch_beam_search import BatchBeamSearch

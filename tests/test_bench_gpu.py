@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,26 @@ def test_count_syncs_sees_every_optimizer_step_of_the_run():
 
     result, count = loop.count_syncs(run, cuda=False)
     assert result == "done" and count.steps == 4 and count.per_step == 0.0
+
+
+def test_every_sync_warning_is_counted_at_the_project_line_that_caused_it():
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([p], lr=0.1)
+
+    def run() -> None:
+        for _ in range(3):
+            for _ in range(2):  # the same line twice a step: counted twice, not once per line
+                warnings.warn(f"called a {loop.SYNC_WARNING}", UserWarning, stacklevel=1)
+            opt.step()
+
+    with warnings.catch_warnings(record=True) as other:
+        warnings.simplefilter("always")
+        _, count = loop.count_syncs(run, cuda=False)
+        warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
+    assert count.steps == 3 and count.per_step == 2.0
+    (where,) = count.where
+    assert where.startswith("bench/gpu/loop.py:") and "count_syncs" in where  # the nearest project frame
+    assert [str(w.message) for w in other] == ["an unrelated warning"]
 
 
 def amp_lines(low: Precision, l32: list[float], llow: list[float], scales: list[float]) -> list:

@@ -353,12 +353,18 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.monotonic() - started,
         "cpu_s": sum(r["cpu_s"] for r in rows),
         "machine": machine(),
-        "settings": {"device": args.device, "emulate": args.emulate, "quick": args.quick, "rows": args.rows},
+        "settings": {
+            "device": args.device,
+            "emulate": resolve_emulation(args.emulate, torch.device(args.device)),
+            "quick": args.quick,
+            "rows": args.rows,
+        },  # fmt: skip
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
     (args.out / "gpu.md").write_text(render(summary), encoding="utf-8")
     print(f"[gpu] wrote {args.out / 'gpu.md'} and gpu.json in {summary['seconds']:.0f} s", flush=True)
-    bad = [line for row in rows for line in row["lines"] if line["status"] in (FAILED, ERROR, TIMEOUT)]
-    return 1 if bad else 0
+    failed = [row for row in rows if any(line["status"] in (FAILED, ERROR, TIMEOUT) for line in row["lines"])]
+    print(f"gpu: {len(rows) - len(failed)} passed, {len(failed)} failed", flush=True)  # a row passes with no bad line
+    return 1 if failed else 0

@@ -6,6 +6,8 @@ tracking off, so what they measure is the loop a user runs, not a copy of it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 import signal
@@ -15,7 +17,7 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,13 +53,39 @@ def summarize(events: list[tuple[str, str]]) -> SyncCount:
     return SyncCount(len(steps), len(syncs) / (len(steps) - 1), Counter(syncs))
 
 
+@functools.lru_cache(maxsize=4096)
+def project_file(filename: str) -> str | None:
+    """`filename` relative to the repository when it is the project's own code (trainer/, launch/, ...), else None."""
+    path = Path(filename).resolve()
+    if path.is_relative_to(ROOT) and path.relative_to(ROOT).parts[0] in PROJECT_DIRS:
+        return str(path.relative_to(ROOT))
+    return None
+
+
 def project_line() -> str:
     """The innermost frame of the project's own code on the stack, as 'trainer/x.py:N (function)'."""
     for frame in reversed(traceback.extract_stack()[:-2]):
-        rel = Path(frame.filename).resolve()
-        if rel.is_relative_to(ROOT) and rel.relative_to(ROOT).parts[0] in PROJECT_DIRS:
-            return f"{rel.relative_to(ROOT)}:{frame.lineno} ({frame.name})"
+        rel = project_file(frame.filename)
+        if rel is not None:
+            return f"{rel}:{frame.lineno} ({frame.name})"
     return "outside the project"
+
+
+@contextlib.contextmanager
+def sync_warnings(events: list[tuple[str, str]]) -> Iterator[None]:
+    """Record each of torch's sync warnings as ("sync", the project line that caused it); other warnings pass."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message=f".*{SYNC_WARNING}")  # every one, not once per line
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if SYNC_WARNING in str(message):
+                events.append(("sync", project_line()))
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def count_syncs(run: Callable[[], Any], cuda: bool) -> tuple[Any, SyncCount]:
@@ -65,24 +93,14 @@ def count_syncs(run: Callable[[], Any], cuda: bool) -> tuple[Any, SyncCount]:
     events: list[tuple[str, str]] = []
     hook = register_optimizer_step_post_hook(lambda *a: events.append(("step", "")))
     try:
-        if not cuda:
-            return run(), summarize(events)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("always", message=f".*{SYNC_WARNING}")
-            shown = warnings.showwarning
-
-            def show(message, category, filename, lineno, file=None, line=None):
-                if SYNC_WARNING in str(message):
-                    events.append(("sync", project_line()))
-                else:
-                    shown(message, category, filename, lineno, file, line)
-
-            warnings.showwarning = show
-            torch.cuda.set_sync_debug_mode("warn")
+        with sync_warnings(events):
+            if cuda:
+                torch.cuda.set_sync_debug_mode("warn")
             try:
                 result = run()
             finally:
-                torch.cuda.set_sync_debug_mode("default")
+                if cuda:
+                    torch.cuda.set_sync_debug_mode("default")
         return result, summarize(events)
     finally:
         hook.remove()
@@ -228,12 +246,15 @@ def sweep_row(ctx: Context, report: Report) -> None:
             ctx.check_time("the sweep with one worker")
         share = 0.6 if workers == 1 else 1.0  # one worker runs the trials one after another: it takes longer
         wall, finished, tail = run_sweep(ctx, root, workers, ctx.sizes.sweep_trials, share * ctx.left())
-        walls[workers] = wall
-        ok = finished == ctx.sizes.sweep_trials
         text = f"{wall:.1f} s wall, {finished} of {ctx.sizes.sweep_trials} trials finished"
-        report.add(
-            f"{what}, {workers} worker(s)", text if ok else f"{text}; {tail}", "ok" if ok else FAILED, wall_s=wall
-        )
+        if finished == ctx.sizes.sweep_trials:
+            walls[workers] = wall
+            report.add(f"{what}, {workers} worker(s)", text, wall_s=wall)
+        else:
+            report.add(f"{what}, {workers} worker(s)", f"{text}; {tail}", FAILED, wall_s=wall)
+    if len(walls) < 2:
+        report.add(f"{what}: 2 workers against 1", "not compared: a sweep above did not finish its trials", FAILED)
+        return
     cap = "" if ctx.cap_gib is None else "; the workers are separate processes: the memory cap does not reach them"
     ratio = walls[1] / walls[2]
     report.add(

@@ -217,8 +217,9 @@ def stored_features(t: Trainee, cfg: Config, batch, gen: torch.Generator) -> fca
     offsets = torch.arange(n) * FRAMES
     device = lengths.device
     return fcache.FrontendCache(
-        features, offsets, lengths.cpu(), 1, device, device.type, Path("memory"), "bench", True, frames
-    )
+        features=features, offsets=offsets, lengths=lengths.cpu(), views=1, device=device, residency=device.type,
+        path=Path("memory"), key="bench", built=True, frames=frames,
+    )  # fmt: skip
 
 
 def frozen_step(ctx: Context, report: Report, name: str, batch, gen: torch.Generator) -> None:
@@ -290,9 +291,7 @@ def fits_in_memory(ctx: Context, t: Trainee, cfg: Config, frames: int) -> tuple[
     except torch.cuda.OutOfMemoryError:
         return False, None
     finally:
-        batch = None
         t.opt.zero_grad(set_to_none=True)
-        release(ctx)
 
 
 def batch_frames_row(ctx: Context, report: Report) -> None:
@@ -311,6 +310,7 @@ def batch_frames_row(ctx: Context, report: Report) -> None:
 
     def fits(frames: int) -> bool:
         ok, peaks[frames] = fits_in_memory(ctx, t, cfg, frames)
+        release(ctx)  # here, once the failed try's traceback (and the activations it holds) is gone
         return ok
 
     lo, hi, tries = largest_fitting(fits, start, FRAMES, 256 * start, stop=lambda: ctx.left() < 0)
