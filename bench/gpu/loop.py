@@ -112,9 +112,25 @@ def loop_config(ctx: Context, config: str, root: Path, extra: list[str]) -> Conf
     return load_config(config, [*base, *ctx.overrides(), *extra])
 
 
+def counter_sees_a_sync(device: torch.device) -> bool:
+    """The counter's own check on CUDA: one deliberate `.item()` between two optimizer steps counts as one sync."""
+    p = torch.nn.Parameter(torch.ones(1, device=device))
+    opt = torch.optim.SGD([p], lr=0.0)
+
+    def run() -> None:
+        opt.step()
+        p.detach().sum().item()
+        opt.step()
+
+    return count_syncs(run, cuda=True)[1].per_step == 1.0
+
+
 def syncs_row(ctx: Context, report: Report) -> None:
     from trainer.train import train
 
+    if ctx.cuda and not counter_sees_a_sync(ctx.device):
+        report.add("host syncs per optimizer step", "error: the counter missed a deliberate .item() sync", ERROR)
+        return
     root = dataset(ctx.scratch, ctx.sizes.sync_clips, ctx.sizes.bank, load_config("small").data.image_size)
     paths = {"live frontend": [], "frozen frontend from the feature cache": cache_overrides(1)}
     for path, extra in paths.items():
