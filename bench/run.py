@@ -1,11 +1,12 @@
 """Run every benchmark and write one Markdown table: the README's performance numbers, regenerated.
 
-    python -m bench                              # data, model, search, train, sweep; small settings; bench/RESULTS.md
+    python -m bench                              # data, model, search, train, sweep, gpu; small settings; bench/RESULTS.md
     python -m bench --only data,model            # some of them
     python -m bench --full                       # each benchmark's own default settings (slow on a CPU)
     python -m bench --device cuda                # the GPU rows (model in fp32, fp16 and bf16)
     python -m bench --readme                     # also replace the table between the bench markers in README.md
     python -m bench --auto-avsr DIR              # time ESPnet's own beam search (an auto_avsr checkout) beside ours
+    python -m bench --espnet DIR                 # and espnet 202611's batched search (its wheel unzipped in DIR)
 
 Each benchmark is its own script in bench/ (with its own --help); this runs them one after another as
 subprocesses (never two at once: they would time each other), reads their output and writes
@@ -87,30 +88,39 @@ def parse_model(out: str, scratch: Path) -> list[Row]:
 
 
 SEARCH_ROW = re.compile(r"^(\S+)\s+(.+?)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$")
+SEARCH_CHECK = re.compile(r"^\S+ .+ batch \d+: (same|DIFFERENT) best hypotheses as .+ for (\d+) of (\d+) utterances$")
+
+
+def search_row(model: str, search: str, batch: str, ms: str, speedup: str, setting: str, ours_ms: dict) -> Row:
+    """One timing line of bench/search.py as a table row; `ours_ms` holds lipsweep's ms by (model, batch)."""
+    where = f"beam search, {model} model, {setting}"
+    if search == "ESPnet 202611":
+        ahead = f"; lipsweep {float(ms) / ours_ms[model, batch]:.1f}x ahead" if (model, batch) in ours_ms else ""
+        what = f"{where}: ESPnet 202611's BatchBeamSearch, batches of {batch} (`bench/search.py`)"
+        return what, f"{ms} ms/utterance ({speedup}x ESPnet one by one{ahead})"
+    if search.startswith("ESPnet"):
+        what = f"ESPnet's BatchBeamSearch, one utterance at a time{' (figure of issue 4)' if 'issue' in search else ''}"
+        return f"{where}: {what} (`bench/search.py`)", f"{ms} ms/utterance"
+    ours_ms[model, batch] = float(ms)
+    return f"{where}, batches of {batch} (`bench/search.py`)", f"{ms} ms/utterance ({speedup}x ESPnet)"
 
 
 def parse_search(out: str, scratch: Path) -> list[Row]:
     lines = out.splitlines()
     beam = re.search(r"beam (\d+), ctc_weight ([\d.]+)", lines[0]) if lines else None
     setting = f"beam {beam.group(1)}, CTC weight {beam.group(2)}" if beam else "beam search"
-    rows = []
+    rows: list[Row] = []
+    ours_ms: dict[tuple[str, str], float] = {}
     for line in lines:
-        m = SEARCH_ROW.match(line.strip())
-        if m is None:
-            if line.strip().endswith("skipped"):
-                rows.append((f"beam search: {line.strip()} (`bench/search.py`)", "skipped"))
-            continue
-        model, search, batch, utt_s, ms, speedup = m.groups()
-        if search.startswith("ESPnet"):
-            what = f"ESPnet's BatchBeamSearch, one utterance at a time{' (figure of issue 4)' if 'issue' in search else ''}"
-            rows.append((f"beam search, {model} model, {setting}: {what} (`bench/search.py`)", f"{ms} ms/utterance"))
-        else:
-            rows.append(
-                (
-                    f"beam search, {model} model, {setting}, batches of {batch} (`bench/search.py`)",
-                    f"{ms} ms/utterance ({speedup}x ESPnet)",
-                )
-            )
+        m, check = SEARCH_ROW.match(line.strip()), SEARCH_CHECK.match(line.strip())
+        if check and rows:  # the best hypotheses of the row above against its reference
+            word = "same" if check.group(1) == "same" else "DIFFERENT"
+            rows[-1] = (rows[-1][0], f"{rows[-1][1][:-1]}; {word} best hypotheses {check.group(2)}/{check.group(3)})")
+        elif m:
+            model, search, batch, _, ms, speedup = m.groups()
+            rows.append(search_row(model, search, batch, ms, speedup, setting, ours_ms))
+        elif line.strip().endswith("skipped"):
+            rows.append((f"beam search: {line.strip()} (`bench/search.py`)", "skipped"))
     return rows
 
 
@@ -145,9 +155,28 @@ def parse_sweep(out: str, scratch: Path) -> list[Row]:
     return rows
 
 
-def benchmarks(scratch: Path, device: str, threads: int, auto_avsr: Path | None = None) -> list[Benchmark]:
+def parse_gpu(out: str, scratch: Path) -> list[Row]:
+    """The GPU check's lines (its gpu.json), each with its status; they get their own section, not the table."""
+    path = scratch / "gpu" / "gpu.json"
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    return [
+        (f"{line['measurement']} (`bench/gpu`, row {row['name']})", f"{line['result']} [{line['status']}]")
+        for row in rows
+        for line in row["lines"]
+    ]
+
+
+OWN_SECTION = {"gpu": "The GPU check, quick (`python -m bench.gpu --quick`; the full run needs a GPU)"}
+
+
+def benchmarks(
+    scratch: Path, device: str, threads: int, auto_avsr: Path | None = None, espnet_dir: Path | None = None
+) -> list[Benchmark]:
     common = ["--threads", str(threads)]
     espnet = ["--auto-avsr", str(auto_avsr)] if auto_avsr else []  # ESPnet's own search timed beside ours
+    espnet += ["--espnet", str(espnet_dir)] if espnet_dir else []  # and espnet 202611's batched search
     synthetic = scratch / "synthetic"
     dtypes = ["fp32", "fp16", "bf16"] if device.startswith("cuda") else ["fp32"]
     return [
@@ -209,6 +238,13 @@ def benchmarks(scratch: Path, device: str, threads: int, auto_avsr: Path | None 
             ["--data", str(synthetic), "--runs", str(scratch / "runs"), "--json", str(scratch / "sweep.json")],
             parse_sweep,
         ),  # fmt: skip
+        Benchmark(
+            "gpu",
+            "gpu",  # bench/gpu/, a package with a __main__
+            ["--device", device, "--quick", "--threads", "1", "--out", str(scratch / "gpu"), *espnet],  # as CI runs it
+            ["--device", device, "--out", str(scratch / "gpu"), *espnet],
+            parse_gpu,
+        ),  # fmt: skip
     ]
 
 
@@ -265,10 +301,16 @@ def render(
         "|---|---:|---|",
     ]
     short, full = where
+    sections = []
     for bench, _, rows, _, _, status in results:
+        why = "timed out" if status == -1 else f"exit status {status}"
+        if bench.name in OWN_SECTION and rows:  # below the table: the README takes the table alone
+            sections += ["", f"## {OWN_SECTION[bench.name]}", "", "| measurement | result |", "|---|---|"]
+            sections += [f"| {m} | {r} |" for m, r in rows]
+            sections += [f"\n`bench/{bench.script}` ended with {why}: see its output below"] if status else []
+            continue
         for measurement, result in rows:
             lines.append(f"| {measurement} | {result} | {short} |")
-        why = "timed out" if status == -1 else f"exit status {status}"
         if not rows:
             lines.append(f"| `bench/{bench.script}` | no result ({why}; its output is below) | {short} |")
         elif status and bench.name != "sweep":  # bench/sweep.py exits 1 when its pruning targets are not met
@@ -283,6 +325,7 @@ def render(
         README_BEGIN,
         table,
         README_END,
+        *sections,
         "",
         "## Commands",
         "",
@@ -310,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default=None, help="comma-separated: data, model, search, train, sweep")
+    parser.add_argument("--only", default=None, help="comma-separated: data, model, search, train, sweep, gpu")
     parser.add_argument("--full", action="store_true", help="each benchmark's own default settings (slow on a CPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
@@ -318,11 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=BENCH / "RESULTS.md")
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md between its markers")
     parser.add_argument("--auto-avsr", type=Path, default=None, help="an auto_avsr checkout: time ESPnet's search too")
+    parser.add_argument("--espnet", type=Path, default=None, help="espnet 202611 unzipped: time its batched search too")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="lipsweep-bench-") as tmp:
         scratch = Path(tmp)
-        chosen = benchmarks(scratch, args.device, args.threads, args.auto_avsr)
+        chosen = benchmarks(scratch, args.device, args.threads, args.auto_avsr, args.espnet)
         if args.only:
             names = [n.strip() for n in args.only.split(",") if n.strip()]
             unknown = sorted(set(names) - {b.name for b in chosen})

@@ -8,6 +8,10 @@ blocks) with random weights and random encoder outputs of 29-38 frames. `--auto-
 checkout of github.com/mpc001/auto_avsr) also runs ESPnet's own search, one utterance at a time as
 auto_avsr decodes, on the same encoder outputs and weights, and checks that both find the same best
 hypotheses. Without it the ESPnet figures of issue 4 (0.26 s small, 2.2 s base) are printed for reference.
+`--espnet DIR` (a folder holding espnet 202611's `espnet2`, e.g. its wheel unzipped; `typeguard` importable)
+also runs that release's `BatchBeamSearch`, which decodes a padded batch of utterances at once, at each
+batch size, with lipsweep's decoder and CTC weights loaded as they are into its `TransformerDecoder` and
+`CTC`, and checks the same best hypotheses.
 `--clock cpu` times with the process's CPU time instead of the wall clock: steadier on a machine that
 other jobs share (use it with `--threads 1`; with more threads, waiting threads count too).
 """
@@ -16,8 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,10 +59,10 @@ def small_model() -> tuple[LipReader, list[torch.Tensor]]:
     return model.eval(), [tensors[f"encoder.{i}"] for i in range(len(expected["lengths"]))]
 
 
-def base_model(count: int) -> tuple[LipReader, list[torch.Tensor]]:
-    """configs/base.yaml's model, random weights, and `count` random encoder outputs of 29-38 frames."""
+def base_model(count: int, config: str = "base") -> tuple[LipReader, list[torch.Tensor]]:
+    """configs/base.yaml's model (or `config`'s), random weights, and `count` random encoder outputs of 29-38 frames."""
     torch.manual_seed(0)
-    model = LipReader(load_config(str(ROOT / "configs" / "base.yaml")).model, ODIM).eval()
+    model = LipReader(load_config(config).model, ODIM).eval()
     lengths = torch.randint(29, 39, (count,)).tolist()
     return model, [torch.randn(n, model.cfg.encoder.dim) for n in lengths]
 
@@ -76,11 +84,29 @@ def ours(
     return CLOCK() - start, best
 
 
+def use_auto_avsr_espnet(auto_avsr: Path) -> None:
+    """Make `espnet` auto_avsr's copy of it, a folder without __init__.py (a namespace package).
+
+    A regular `espnet` package anywhere on sys.path (espnet 202611 installs one, holding only `__init__.py`)
+    would otherwise win over it, wherever auto_avsr stands in sys.path.
+    """
+    folder = str(Path(auto_avsr).resolve() / "espnet")
+    if not Path(folder, "nets", "batch_beam_search.py").exists():
+        raise FileNotFoundError(f"{auto_avsr}: no espnet/nets/batch_beam_search.py; pass a checkout of auto_avsr")
+    current = sys.modules.get("espnet")
+    if current is None or list(getattr(current, "__path__", [])) != [folder]:
+        for name in [m for m in sys.modules if m == "espnet" or m.startswith("espnet.")]:
+            del sys.modules[name]
+        package = types.ModuleType("espnet")
+        package.__path__ = [folder]
+        sys.modules["espnet"] = package
+
+
 def espnet(
     auto_avsr: Path, model: LipReader, encs: list[torch.Tensor], options: SearchOptions, device: str
 ) -> tuple[float, list]:
     """ESPnet's BatchBeamSearch as auto_avsr's `get_beam_search_decoder` builds it, one utterance at a time."""
-    sys.path.insert(0, str(auto_avsr))
+    use_auto_avsr_espnet(auto_avsr)
     from espnet.nets.batch_beam_search import BatchBeamSearch
     from espnet.nets.pytorch_backend.ctc import CTC
     from espnet.nets.pytorch_backend.decoder.transformer_decoder import TransformerDecoder
@@ -119,9 +145,142 @@ def espnet(
     return CLOCK() - start, best
 
 
+def espnet_batched(
+    espnet_dir: Path, model: LipReader, encs: list[torch.Tensor], batch_size: int, options: SearchOptions, device: str
+) -> tuple[float, list]:
+    """espnet 202611's BatchBeamSearch on padded batches of `batch_size` utterances (its `x_lengths` input)."""
+    if str(espnet_dir) not in sys.path:
+        sys.path.append(str(espnet_dir))  # only its espnet2 is imported: `espnet` stays auto_avsr's
+    from espnet2.asr.ctc import CTC
+    from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
+    from espnet2.legacy.nets.batch_beam_search import BatchBeamSearch
+    from espnet2.legacy.nets.scorers.ctc import CTCPrefixScorer
+    from espnet2.legacy.nets.scorers.length_bonus import LengthBonus
+
+    dec_cfg = model.cfg.decoder
+    decoder = TransformerDecoder(
+        vocab_size=ODIM, encoder_output_size=dec_cfg.dim, attention_heads=dec_cfg.heads,
+        linear_units=dec_cfg.ffn_dim, num_blocks=dec_cfg.layers, use_flash_attn=False,
+    )  # fmt: skip
+    decoder.load_state_dict(model.decoder.state_dict())
+    ctc = CTC(ODIM, model.cfg.encoder.dim)
+    ctc.load_state_dict(model.ctc.state_dict())
+    scorers = {
+        "decoder": decoder.eval(),
+        "ctc": CTCPrefixScorer(ctc.eval(), ODIM - 1),
+        "length_bonus": LengthBonus(ODIM),
+    }
+    weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "length_bonus": options.penalty}
+    search = BatchBeamSearch(
+        scorers, weights, beam_size=options.beam_size, vocab_size=ODIM, sos=ODIM - 1, eos=ODIM - 1,
+        pre_beam_score_key=None if options.ctc_weight == 1.0 else "decoder",
+    ).to(device).eval()  # fmt: skip
+    best = []
+    sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
+    sync()
+    start = CLOCK()
+    with torch.no_grad():
+        for i in range(0, len(encs), batch_size):
+            chunk = [e.to(device) for e in encs[i : i + batch_size]]
+            x = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)  # (B, T, D)
+            lengths = torch.tensor([len(e) for e in chunk], device=device)
+            nbest = search(x, maxlenratio=0.0, minlenratio=0.0, x_lengths=lengths)
+            best += [hyps[0].yseq.tolist() for hyps in nbest]
+    sync()
+    return CLOCK() - start, best
+
+
+def same_best(best: list, reference: list | None, against: str) -> str:
+    """'same best hypotheses as X for n of n utterances' (or DIFFERENT), '' without a reference."""
+    if reference is None:
+        return ""
+    n = min(len(best), len(reference))
+    same = sum(a == b for a, b in zip(best[:n], reference[:n], strict=True))
+    return f"{'same' if same == n else 'DIFFERENT'} best hypotheses as {against} for {same} of {n} utterances"
+
+
+@dataclass
+class Timing:
+    """One line of the table: a search at a batch size, its time per utterance and its check."""
+
+    model: str
+    search: str  # lipsweep | ESPnet (measured) | ESPnet (issue 4) | ESPnet 202611
+    batch: int
+    per_utt_s: float
+    speedup: float  # against ESPnet one utterance at a time (auto_avsr's search)
+    check: str = ""  # same_best's sentence
+
+    def line(self) -> str:
+        out = f"{self.model:<6} {self.search:<18} {self.batch:>5} {1 / self.per_utt_s:>8.2f} {1000 * self.per_utt_s:>8.1f} {self.speedup:>9.1f}"
+        return out + (f"\n  {self.model} {self.search} batch {self.batch}: {self.check}" if self.check else "")
+
+
+def fastest(repeats: int, run: Callable[[], tuple[float, list]]) -> tuple[float, list]:
+    return min((run() for _ in range(repeats)), key=lambda r: r[0])
+
+
+def compare(
+    which: str, model: LipReader, encs: list[torch.Tensor], options: SearchOptions, device: str, batch_sizes: list[int],
+    *, repeats: int = 1, auto_avsr: Path | None = None, espnet_dir: Path | None = None, espnet_utterances: int = 6,
+    emit: Callable[[Timing], None] = lambda t: None,
+) -> list[Timing]:  # fmt: skip
+    """Every search of one model on `encs`; each Timing is passed to `emit` as soon as it is measured."""
+    out: list[Timing] = []
+
+    def add(t: Timing) -> None:
+        out.append(t)
+        emit(t)
+
+    model = model.to(device)
+    ours(model, encs[:2], 2, options, device)  # warm-up
+    espnet_best = None
+    if auto_avsr:
+        seconds, espnet_best = fastest(
+            repeats, lambda: espnet(auto_avsr, model, encs[:espnet_utterances], options, device)
+        )
+        reference_s = seconds / len(espnet_best)
+        add(Timing(which, "ESPnet (measured)", 1, reference_s, 1.0))
+    elif which in ISSUE_ESPNET_S:
+        reference_s = ISSUE_ESPNET_S[which]
+        add(Timing(which, "ESPnet (issue 4)", 1, reference_s, 1.0))
+    else:  # no ESPnet figure for this model: no speed-up
+        reference_s = math.nan
+    for batch_size in batch_sizes:
+        seconds, best = fastest(repeats, lambda b=batch_size: ours(model, encs, b, options, device))
+        per_utt = seconds / len(encs)
+        add(
+            Timing(
+                which,
+                "lipsweep",
+                batch_size,
+                per_utt,
+                reference_s / per_utt,
+                same_best(best, espnet_best, "ESPnet (auto_avsr)"),
+            )
+        )
+        if espnet_dir:
+            utts = encs[: max(batch_size, espnet_utterances)]
+            seconds, batched = fastest(
+                repeats, lambda b=batch_size, u=utts: espnet_batched(espnet_dir, model, u, b, options, device)
+            )
+            per_utt = seconds / len(utts)
+            add(
+                Timing(
+                    which,
+                    "ESPnet 202611",
+                    batch_size,
+                    per_utt,
+                    reference_s / per_utt,
+                    same_best(batched, best, "lipsweep"),
+                )
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--auto-avsr", type=Path, help="a checkout of auto_avsr: also time ESPnet's own search")
+    parser.add_argument("--espnet", type=Path, help="espnet 202611 unzipped (its espnet2): time its batched search")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-sizes", default="1,8,32")
@@ -157,30 +316,11 @@ def main() -> None:
             encs = [refs[i % len(refs)] for i in range(args.utterances)]
         else:
             model, encs = base_model(args.utterances)
-        model = model.to(args.device)
-        ours(model, encs[:2], 2, options, args.device)  # warm-up
-        if args.auto_avsr:
-            utts = encs[: args.espnet_utterances]
-            runs = [espnet(args.auto_avsr, model, utts, options, args.device) for _ in range(args.repeats)]
-            seconds, espnet_best = min(runs, key=lambda r: r[0])
-            reference_s = seconds / len(espnet_best)
-            print(
-                f"{which:<6} {'ESPnet (measured)':<18} {1:>5} {1 / reference_s:>8.2f} {1000 * reference_s:>8.1f} {1.0:>9.1f}"
-            )
-        else:
-            espnet_best, reference_s = None, ISSUE_ESPNET_S[which]
-            print(
-                f"{which:<6} {'ESPnet (issue 4)':<18} {1:>5} {1 / reference_s:>8.2f} {1000 * reference_s:>8.1f} {1.0:>9.1f}"
-            )
-        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-            runs = [ours(model, encs, batch_size, options, args.device) for _ in range(args.repeats)]
-            seconds, best = min(runs, key=lambda r: r[0])
-            per_utt = seconds / len(encs)
-            print(
-                f"{which:<6} {'lipsweep':<18} {batch_size:>5} {1 / per_utt:>8.2f} {1000 * per_utt:>8.1f} {reference_s / per_utt:>9.1f}"
-            )
-            if espnet_best is not None and best[: len(espnet_best)] != espnet_best:
-                print(f"  warning: best hypotheses differ from ESPnet's at batch {batch_size}")
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        compare(
+            which, model, encs, options, args.device, batch_sizes, repeats=args.repeats, auto_avsr=args.auto_avsr,
+            espnet_dir=args.espnet, espnet_utterances=args.espnet_utterances, emit=lambda t: print(t.line(), flush=True),
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -150,10 +150,43 @@ def test_python_dash_m_bench_help():
     assert done.returncode == 0 and "python -m bench --only data,model" in done.stdout
 
 
-def test_auto_avsr_checkout_reaches_the_search_benchmark_only(tmp_path):
-    with_espnet = {b.name: b for b in bench_run.benchmarks(tmp_path, "cpu", 2, auto_avsr=Path("/ckpt/auto_avsr"))}
+def test_auto_avsr_checkout_reaches_the_search_benchmarks_only(tmp_path):
+    kw = {"auto_avsr": Path("/ckpt/auto_avsr"), "espnet_dir": Path("/whl/espnet")}
+    with_espnet = {b.name: b for b in bench_run.benchmarks(tmp_path, "cpu", 2, **kw)}
     without = {b.name: b for b in bench_run.benchmarks(tmp_path, "cpu", 2)}
-    for args in (with_espnet["search"].small, with_espnet["search"].full):
-        assert args[args.index("--auto-avsr") + 1] == "/ckpt/auto_avsr"
-    assert "--auto-avsr" not in without["search"].small
-    assert all("--auto-avsr" not in b.small for name, b in with_espnet.items() if name != "search")
+    for name in ("search", "gpu"):  # bench/search.py and the GPU check's search row
+        for args in (with_espnet[name].small, with_espnet[name].full):
+            assert args[args.index("--auto-avsr") + 1] == "/ckpt/auto_avsr"
+            assert args[args.index("--espnet") + 1] == "/whl/espnet"
+        assert "--auto-avsr" not in without[name].small and "--espnet" not in without[name].small
+    assert all("--auto-avsr" not in b.small for name, b in with_espnet.items() if name not in ("search", "gpu"))
+
+
+def test_espnet_202611_rows_carry_the_speed_up_and_the_hypothesis_check():
+    lines = [
+        "beam 40, ctc_weight 0.1, 8 utterances, CPU, 1 threads, wall clock, fastest of 1",
+        f"{'small':<6} {'ESPnet (measured)':<18} {1:>5} {4.0:>8.2f} {250.0:>8.1f} {1.0:>9.1f}",
+        f"{'small':<6} {'lipsweep':<18} {8:>5} {25.0:>8.2f} {40.0:>8.1f} {6.2:>9.1f}",
+        "  small lipsweep batch 8: same best hypotheses as ESPnet (auto_avsr) for 6 of 6 utterances",
+        f"{'small':<6} {'ESPnet 202611':<18} {8:>5} {5.0:>8.2f} {200.0:>8.1f} {1.2:>9.1f}",
+        "  small ESPnet 202611 batch 8: DIFFERENT best hypotheses as lipsweep for 7 of 8 utterances",
+    ]
+    rows = bench_run.parse_search("\n".join(lines) + "\n", Path("."))
+    assert rows[1][1] == "40.0 ms/utterance (6.2x ESPnet; same best hypotheses 6/6)"
+    assert "ESPnet 202611's BatchBeamSearch, batches of 8" in rows[2][0]
+    assert (
+        rows[2][1] == "200.0 ms/utterance (1.2x ESPnet one by one; lipsweep 5.0x ahead; DIFFERENT best hypotheses 7/8)"
+    )
+
+
+def test_the_gpu_check_gets_its_own_section_below_the_readme_table(tmp_path):
+    gpu = tmp_path / "gpu"
+    gpu.mkdir()
+    lines = [{"measurement": "kernel check", "result": "n/a on cpu: no GPU", "status": "n/a"}]
+    (gpu / "gpu.json").write_text(json.dumps({"rows": [{"name": "device", "lines": lines}]}))
+    rows = bench_run.parse_gpu("", tmp_path)
+    assert rows == [("kernel check (`bench/gpu`, row device)", "n/a on cpu: no GPU [n/a]")]
+    chosen = {b.name: b for b in bench_run.benchmarks(tmp_path, "cpu", 1)}
+    text = bench_run.render([(chosen["gpu"], [], rows, "", 1.0, 0)], ("2-core CPU", "cpu"), "small")
+    table = text[text.index(bench_run.README_BEGIN) : text.index(bench_run.README_END)]
+    assert "kernel check" not in table and "| kernel check (`bench/gpu`, row device) | n/a on cpu" in text
