@@ -197,11 +197,17 @@ def drive(optimizer, histories: list[list[dict]]) -> dict[str, str]:
 
 
 def demo_optimizer(monkeypatch, tmp_path, storage: str | None = None, sweep_id: str = "demo1"):
-    """The shipped demo sweep (median pruner, 2 startup trials, 1 warm-up step) as `create --engine optuna` sends it."""
-    monkeypatch.setenv(SWEEP_FILE_ENV, str(ROOT / "sweeps" / "demo.yaml"))
+    """The shipped demo sweep with a median pruner (2 startup trials, 1 warm-up step) as `create --engine optuna` sends it.
+
+    (The shipped file prunes by successive halving; the median pruner makes these loop tests' outcomes easy to read.)"""
+    raw = yaml.safe_load((ROOT / "sweeps" / "demo.yaml").read_text(encoding="utf-8"))
+    raw["pruner"] = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1}
+    sweep_file = tmp_path / "demo.yaml"
+    sweep_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv(SWEEP_FILE_ENV, str(sweep_file))
     if storage:
         monkeypatch.setenv(STORAGE_ENV, storage)
-    config = scheduler_config(load_sweep(ROOT / "sweeps" / "demo.yaml"))
+    config = scheduler_config(load_sweep(sweep_file))
     return project_optimizer(info(sweep_id, config))
 
 
