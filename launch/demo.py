@@ -60,15 +60,24 @@ def build_data_cache(base_config: str, overrides: list[str]) -> str:
     return ", ".join(f"{len(split[part])} {part}" for part in ("train", "val", "test"))
 
 
-def rank_and_export(storage: str, study: str, sweep_dir: Path) -> tuple[Path, Path]:
-    """Print the ranking; write the best run's config as `<sweep folder>/best.yaml`; return it and the best run folder."""
-    from analysis.export import export_best
-    from analysis.rank import best_run, format_table, rank_runs
+def rank_and_export(storage: str, study: str, sweep_dir: Path) -> tuple[Path | None, Path]:
+    """Print the ranking with its intervals, ties and collapse marks; write the best run's config as
+    `<sweep folder>/best.yaml` unless export-best refuses it (collapsed: then None); return it and the best run."""
+    from analysis.export import ExportRefused, export_best
+    from analysis.rank import best_run, format_table, rank_table, ranking_notes
     from analysis.runs import load_runs
 
     table = load_runs(f"optuna://{storage}?study={study}", sweep_yaml=DEMO_SWEEP)
-    click.echo(format_table(rank_runs(table), "table"), nl=False)
-    return export_best(table, sweep_dir / "best.yaml"), Path(best_run(table)["location"])
+    ranked = rank_table(table)
+    click.echo(format_table(ranked, "table"), nl=False)
+    for note in ranking_notes(ranked):
+        click.echo(note)
+    best_dir = Path(best_run(table)["location"])
+    try:
+        return export_best(table, sweep_dir / "best.yaml"), best_dir
+    except ExportRefused as e:
+        click.echo(f"not exported: {e}")
+        return None, best_dir
 
 
 def learned_line(run_dir: Path) -> str:
@@ -145,9 +154,12 @@ def demo_command(
 
     report = diagnose(best_dir, best_dir / "diagnose")
     click.echo(f"\nbest run: {learned_line(best_dir)}")
-    click.echo(f"best config: {best}\n  train it:   python -m launch train --config {best}")
+    if best is not None:
+        click.echo(f"best config: {best}\n  train it:   python -m launch train --config {best}")
     click.echo(f"  diagnosis of the best run: {report}")
     click.echo(f"  the runs:   python -m launch runs rank {sweep.sweep_dir}")
     if wandb_mode == "offline":
         click.echo(f"  to W&B:     wandb sync {sweep.sweep_dir}/*/wandb/offline-run-*")
     click.echo(f"demo done in {time.monotonic() - started:.0f} s")
+    if best is None:  # the sweep found nothing that reads the frames: a failed demo, said so by the exit status
+        raise SystemExit(1)
