@@ -153,6 +153,26 @@ class _Step:
     parts: Tensor  # (nb, K, 3)
 
 
+def _check_inputs(
+    decoder: torch.nn.Module | None, memory: Tensor | None, lengths: Tensor, ctc_log_probs: Tensor | None,
+    options: SearchOptions,
+) -> int:
+    """The vocabulary size; a ValueError for inputs the search cannot run on."""
+    use_dec, use_ctc = options.decoder_weight > 0, options.ctc_weight > 0
+    if use_dec and (decoder is None or memory is None):
+        raise ValueError("ctc_weight < 1 needs the decoder and the encoder output (memory)")
+    if use_ctc and ctc_log_probs is None:
+        raise ValueError("ctc_weight > 0 needs the CTC log-probabilities")
+    vocab = ctc_log_probs.size(-1) if use_ctc else decoder.odim
+    if options.beam_size > vocab:
+        raise ValueError(
+            f"beam_size {options.beam_size} is larger than the vocabulary ({vocab} tokens); use at most {vocab}"
+        )
+    if lengths.numel() and int(lengths.min()) < 1:
+        raise ValueError(f"every utterance needs at least one encoder frame, got lengths {lengths.tolist()}")
+    return vocab
+
+
 @torch.no_grad()
 def beam_search(
     decoder: torch.nn.Module | None,
@@ -172,20 +192,10 @@ def beam_search(
     hypotheses, best first.
     """
     use_dec, use_ctc = options.decoder_weight > 0, options.ctc_weight > 0
-    if use_dec and (decoder is None or memory is None):
-        raise ValueError("ctc_weight < 1 needs the decoder and the encoder output (memory)")
-    if use_ctc and ctc_log_probs is None:
-        raise ValueError("ctc_weight > 0 needs the CTC log-probabilities")
-    vocab = ctc_log_probs.size(-1) if use_ctc else decoder.odim
-    if options.beam_size > vocab:
-        raise ValueError(
-            f"beam_size {options.beam_size} is larger than the vocabulary ({vocab} tokens); use at most {vocab}"
-        )
+    vocab = _check_inputs(decoder, memory, lengths, ctc_log_probs, options)
     batch = lengths.numel()
     if batch == 0:
         return []
-    if int(lengths.min()) < 1:
-        raise ValueError(f"every utterance needs at least one encoder frame, got lengths {lengths.tolist()}")
     device = lengths.device
     pre_beam = use_dec and use_ctc and options.pre_beam_size < vocab
     max_len, min_len = length_limits(lengths, options)
@@ -216,15 +226,37 @@ def beam_search(
         finished = [d or f for d, f in zip(done_host, finished, strict=True)]
         if all(finished):
             break
-        if sum(finished) >= COMPACT_SHARE * len(finished):
-            # drop the finished ones: a copy of every state, so not each time one finishes
-            keep = [b for b, f in enumerate(finished) if not f]
-            active, finished = [active[b] for b in keep], [False] * len(keep)
-            beams = beams.keep(torch.tensor(keep, device=device), per_utt)
-        elif any(newly):  # finished ones stay in the batch, with no hypothesis left to extend
-            stop = torch.tensor(newly, device=device).repeat_interleave(per_utt)
-            beams.score = beams.score.masked_fill(stop, -math.inf)
+        beams, active, finished = _retire(beams, active, finished, newly, per_utt)
     return _nbest(history, batch, options, eos)
+
+
+def _candidates(
+    pre_beam_logp: Tensor | None, n: int, vocab: int, options: SearchOptions, eos: int, device: torch.device
+) -> tuple[Tensor, Tensor | None]:
+    """The tokens scored for each of the n hypotheses: the decoder's pre-beam plus eos (with a mask of the eos
+    copies already in it), or the whole vocabulary (no mask)."""
+    if pre_beam_logp is None:
+        return torch.arange(vocab, device=device).expand(n, vocab), None  # (N, V)
+    cands = pre_beam_logp.topk(options.pre_beam_size, dim=-1).indices  # (N, P)
+    cands = torch.cat((cands, cands.new_full((n, 1), eos)), dim=1)  # (N, P + 1): eos always scored
+    extra_eos = torch.zeros_like(cands, dtype=torch.bool)
+    extra_eos[:, -1] = (cands[:, :-1] == eos).any(dim=1)  # already in the pre-beam: drop the copy
+    return cands, extra_eos
+
+
+def _retire(
+    beams: _Beams, active: list[int], finished: list[bool], newly: list[bool], per_utt: int
+) -> tuple[_Beams, list[int], list[bool]]:
+    """Finished utterances leave the batch once they are COMPACT_SHARE of it (a copy of every state, so not each
+    time one finishes); until then they stay, with no hypothesis left to extend."""
+    device = beams.score.device
+    if sum(finished) >= COMPACT_SHARE * len(finished):
+        keep = [b for b, f in enumerate(finished) if not f]
+        return beams.keep(torch.tensor(keep, device=device), per_utt), [active[b] for b in keep], [False] * len(keep)
+    if any(newly):
+        stop = torch.tensor(newly, device=device).repeat_interleave(per_utt)
+        beams.score = beams.score.masked_fill(stop, -math.inf)
+    return beams, active, finished
 
 
 def _search_step(
@@ -248,20 +280,12 @@ def _search_step(
     dec_logp = dec_state = None
     if beams.decoder is not None:
         dec_logp, dec_state = decoder.step(beams.tokens, beams.decoder)  # (N, V)
-    if pre_beam:
-        cands = dec_logp.topk(options.pre_beam_size, dim=-1).indices  # (N, P)
-        cands = torch.cat((cands, cands.new_full((n, 1), eos)), dim=1)  # (N, P + 1): eos always scored
-        extra_eos = torch.zeros_like(cands, dtype=torch.bool)
-        extra_eos[:, -1] = (cands[:, :-1] == eos).any(dim=1)  # already in the pre-beam: drop the copy
-    else:
-        cands = torch.arange(vocab, device=device).expand(n, vocab)  # (N, V)
-        extra_eos = None
+    cands, extra_eos = _candidates(dec_logp if pre_beam else None, n, vocab, options, eos, device)  # (N, C)
     c = cands.size(1)
 
     zeros = torch.zeros(n, c, device=device)
     dec_part = dec_logp.gather(1, cands) if dec_logp is not None else zeros  # (N, C)
-    psi = None
-    ctc_part = zeros
+    psi, ctc_part = None, zeros
     if beams.ctc is not None:
         psi = beams.ctc_scorer.score(beams.ctc, beams.tokens, i, cands)  # (N, C)
         ctc_part = psi - beams.ctc.psi[:, None]
@@ -269,9 +293,7 @@ def _search_step(
     weighted = weighted + options.ctc_weight * ctc_part
     weighted = weighted + beams.score[:, None]  # (N, C); -inf on empty slots
     too_short = (i < beams.min_len).repeat_interleave(per_utt)[:, None] & (cands == eos)
-    weighted = weighted.masked_fill(too_short, -math.inf)
-    if extra_eos is not None:
-        weighted = weighted.masked_fill(extra_eos, -math.inf)
+    weighted = weighted.masked_fill(too_short if extra_eos is None else too_short | extra_eos, -math.inf)
 
     # the best `beam` extensions of each utterance, over all its hypotheses
     score, top = weighted.view(nb, per_utt * c).topk(beam, dim=1)  # (nb, K), sorted
@@ -282,16 +304,7 @@ def _search_step(
     step_parts = torch.stack((dec_part[src, col], ctc_part[src, col], torch.ones_like(dec_part[src, col])), dim=1)
     parts = beams.parts[src] + step_parts  # (nb*K, 3)
 
-    # ended: chose eos, or the step is the utterance's last (then eos is appended unscored)
-    valid = score > -math.inf
-    forced = beams.max_len - 1 == i  # (nb,)
-    ended = valid & ((token.view(nb, beam) == eos) | forced[:, None])
-    running = valid & ~ended
-    yseq_len = (i + 2 + forced.long())[:, None].expand(nb, beam)  # sos + i + 1 tokens (+ the appended eos)
-    best_by_len = beams.best_by_len.scatter_reduce(1, yseq_len, score.masked_fill(~ended, -math.inf), reduce="amax")
-    done = forced | ~running.any(dim=1)
-    if options.max_len_ratio == 0:
-        done = done | _end_detected(best_by_len, i, options)
+    forced, ended, running, best_by_len, done = _ends(beams, score, token.view(nb, beam), i, options, eos)
 
     new = _Beams(
         beams.max_len,
@@ -306,6 +319,24 @@ def _search_step(
     )
     step = _Step([], token.view(nb, beam), parent, ended, forced, score, parts.view(nb, beam, 3))
     return new, step, done
+
+
+def _ends(
+    beams: _Beams, score: Tensor, token: Tensor, i: int, options: SearchOptions, eos: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Which of the (nb, K) new hypotheses ended: chose eos, or step i is the utterance's last (then eos is
+    appended unscored). Returns forced (nb,), ended and running (nb, K), the best ended score by length, and
+    done (nb,): the utterances that are finished."""
+    valid = score > -math.inf
+    forced = beams.max_len - 1 == i  # (nb,)
+    ended = valid & ((token == eos) | forced[:, None])
+    running = valid & ~ended
+    yseq_len = (i + 2 + forced.long())[:, None].expand_as(token)  # sos + i + 1 tokens (+ the appended eos)
+    best_by_len = beams.best_by_len.scatter_reduce(1, yseq_len, score.masked_fill(~ended, -math.inf), reduce="amax")
+    done = forced | ~running.any(dim=1)
+    if options.max_len_ratio == 0:
+        done = done | _end_detected(best_by_len, i, options)
+    return forced, ended, running, best_by_len, done
 
 
 def _end_detected(best_by_len: Tensor, i: int, options: SearchOptions) -> Tensor:
