@@ -304,10 +304,9 @@ def test_a_killed_workers_trial_is_retried_and_resumes_its_run_folder(tmp_path):
     proc = multiprocessing.get_context("spawn").Process(target=_hang_worker, args=(sweep,))
     proc.start()
     deadline = time.monotonic() + 60
-    while not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-        assert time.monotonic() < deadline and proc.is_alive(), "the worker never started its trial"
+    while not list(Path(sweep.sweep_dir).glob("*/checkpoints/last.pt")):  # killed only once it has a checkpoint
+        assert time.monotonic() < deadline and proc.is_alive(), "the worker never wrote its trial's last.pt"
         time.sleep(0.2)
-    time.sleep(0.5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     run_worker(sweep, 1, fake_train)  # waits for the heartbeat to go stale, then runs the retry and the rest
