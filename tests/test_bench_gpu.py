@@ -218,3 +218,15 @@ def test_amp_report_states_its_tolerance_and_fails_outside_it():
     assert nan[0].status == harness.FAILED and nan[1].status == harness.FAILED
     late = amp_lines(fp16, [10.0] * 10, [10.0] * 10, [65536.0] * 9 + [32768.0, 16384.0])
     assert late[2].status == harness.FAILED and "[9, 10]" in late[2].result  # skips in the second half
+
+
+def test_a_step_out_of_gpu_memory_is_a_stated_result_not_a_fault(tmp_path):
+    ctx = cpu_context(tmp_path)
+    t = steps.trainee(ctx, steps.row_config(ctx), ctx.precision("fp32"))
+
+    def step() -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    assert steps.timed_in_memory(ctx, t, step, "a step") is None
+    assert steps.out_of_memory(dataclasses.replace(ctx, cap_gib=15.0)) == "out of memory within the 15.0 GiB cap"
+    assert harness.OOM not in (harness.FAILED, harness.ERROR, harness.TIMEOUT)  # the run does not fail for it

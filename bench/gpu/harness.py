@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GRACE_S = 20  # after its budget a row's process has this long before it is killed
 T4_MEMORY_GIB = 15.0
 OK, NA, FAILED, ERROR, TIMEOUT = "ok", "n/a", "check failed", "error", "timed out"
+OOM = "out of memory"  # a measured result under the cap (fp32 at the default batch on a T4), not a fault
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from bench.gpu.data import FRAMES, device_batch
-from bench.gpu.harness import FAILED, NA, Context, Report
+from bench.gpu.harness import FAILED, NA, OOM, Context, Report
 from bench.run import machine
 from trainer import frontend_cache as fcache
 from trainer.augment import augment_batch
@@ -111,6 +111,21 @@ def timed(ctx: Context, step: Callable[[], torch.Tensor], warmup: int, steps: in
     return {"s": seconds, "peak_gib": peak, "finite": bool(torch.isfinite(torch.stack(losses)).all())}
 
 
+def timed_in_memory(ctx: Context, t: Trainee, step: Callable[[], torch.Tensor], what: str) -> dict[str, float] | None:
+    """`timed` at the row's sizes; None when the step ran out of GPU memory (under the cap: a result, not a fault)."""
+    try:
+        return timed(ctx, step, ctx.sizes.warmup, ctx.sizes.steps, what)
+    except torch.cuda.OutOfMemoryError:
+        pass  # the caller reports it (None); the memory is freed below, once the traceback holding it is gone
+    t.opt.zero_grad(set_to_none=True)
+    release(ctx)
+    return None
+
+
+def out_of_memory(ctx: Context) -> str:
+    return f"out of memory within {f'the {ctx.cap_gib:.1f} GiB cap' if ctx.cap_gib else 'the GPU'}"
+
+
 def step_result(m: dict[str, float], clips: int) -> tuple[str, str]:
     peak = f"peak {m['peak_gib']:.2f} GiB" if m["peak_gib"] is not None else "peak memory n/a on cpu"
     text = f"{1000 * m['s']:,.0f} ms/step, {clips / m['s']:,.1f} clips/s, {peak}"
@@ -186,7 +201,7 @@ def train_step_row(ctx: Context, report: Report) -> None:
 
 def trained_steps(ctx: Context, report: Report, cfg: Config, name: str, batch, gen: torch.Generator) -> None:
     """The whole model trained: fp32 and fp16, SDPA and the plain attention math."""
-    s, clips = ctx.sizes, len(batch[1])
+    clips = len(batch[1])
     t = trainee(ctx, cfg, ctx.precision("fp32"))
     for precision in ("fp32", "fp16"):
         if precision == "fp16" and not ctx.cuda:
@@ -196,11 +211,14 @@ def trained_steps(ctx: Context, report: Report, cfg: Config, name: str, batch, g
             attention.USE_SDPA = sdpa
             try:
                 tp = t.at(ctx.precision(precision))
-                m = timed(ctx, lambda tp=tp: tp.step(live_forward(tp, cfg, batch, gen)), s.warmup, s.steps, name)
+                m = timed_in_memory(ctx, tp, lambda tp=tp: tp.step(live_forward(tp, cfg, batch, gen)), name)
             finally:
                 attention.USE_SDPA = True
-            text, status = step_result(m, clips)
             what = f"{name}, {precision}, {'SDPA' if sdpa else 'plain attention math'}, frontend trained"
+            if m is None:
+                report.add(what, out_of_memory(ctx), OOM)
+                continue
+            text, status = step_result(m, clips)
             report.add(what, text, status, ms=1000 * m["s"], clips_per_s=clips / m["s"], peak_gib=m["peak_gib"])
 
 
@@ -235,14 +253,17 @@ def frozen_step(ctx: Context, report: Report, name: str, batch, gen: torch.Gener
         x = fcache.mask_features(x, lengths, aug.time_mask_window, aug.time_mask_stride, gen)
         return net(x, lengths, targets).loss
 
-    s, ms = ctx.sizes, {}
+    ms: dict[str, float] = {}
     for path, forward in (("live", live_forward(t, cfg, batch, gen)), ("from the feature cache", cached)):
-        m = timed(ctx, lambda f=forward: t.step(f), s.warmup, s.steps, f"{name}, frozen frontend {path}")
+        what = f"{name}, {t.precision.name}, SDPA, frozen frontend {path}"
+        m = timed_in_memory(ctx, t, lambda f=forward: t.step(f), what)
+        if m is None:
+            report.add(what, out_of_memory(ctx), OOM)
+            continue
         ms[path] = 1000 * m["s"]
         text, status = step_result(m, clips)
-        if path != "live":
+        if path != "live" and "live" in ms:
             text += f" ({ms['live'] / ms[path]:.2f}x the live step)"
-        what = f"{name}, {t.precision.name}, SDPA, frozen frontend {path}"
         report.add(what, text, status, ms=ms[path], clips_per_s=clips / m["s"], peak_gib=m["peak_gib"])
 
 
