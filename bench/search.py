@@ -102,6 +102,20 @@ def use_auto_avsr_espnet(auto_avsr: Path) -> None:
         sys.modules["espnet"] = package
 
 
+def espnet_search(search_cls, ctc_scorer_cls, length_bonus_cls, decoder, ctc, options: SearchOptions, device: str):
+    """An ESPnet BatchBeamSearch (auto_avsr's copy or espnet 202611's) over lipsweep's decoder and CTC weights."""
+    scorers = {
+        "decoder": decoder.eval(),
+        "ctc": ctc_scorer_cls(ctc.eval(), ODIM - 1),
+        "length_bonus": length_bonus_cls(ODIM),
+    }
+    weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "length_bonus": options.penalty}
+    return search_cls(
+        scorers, weights, beam_size=options.beam_size, vocab_size=ODIM, sos=ODIM - 1, eos=ODIM - 1,
+        pre_beam_score_key=None if options.ctc_weight == 1.0 else "decoder",
+    ).to(device).eval()  # fmt: skip
+
+
 def espnet(
     auto_avsr: Path, model: LipReader, encs: list[torch.Tensor], options: SearchOptions, device: str
 ) -> tuple[float, list]:
@@ -124,16 +138,7 @@ def espnet(
     decoder.load_state_dict(model.decoder.state_dict())
     ctc = CTC(ODIM, model.cfg.encoder.dim, 0.1, reduce=True)
     ctc.load_state_dict(model.ctc.state_dict())
-    scorers = {
-        "decoder": decoder.eval(),
-        "ctc": CTCPrefixScorer(ctc.eval(), ODIM - 1),
-        "length_bonus": LengthBonus(ODIM),
-    }
-    weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "length_bonus": options.penalty}
-    search = BatchBeamSearch(
-        scorers, weights, beam_size=options.beam_size, vocab_size=ODIM, sos=ODIM - 1, eos=ODIM - 1,
-        pre_beam_score_key=None if options.ctc_weight == 1.0 else "decoder",
-    ).to(device).eval()  # fmt: skip
+    search = espnet_search(BatchBeamSearch, CTCPrefixScorer, LengthBonus, decoder, ctc, options, device)
     best = []
     sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
     sync()
@@ -165,16 +170,7 @@ def espnet_batched(
     decoder.load_state_dict(model.decoder.state_dict())
     ctc = CTC(ODIM, model.cfg.encoder.dim)
     ctc.load_state_dict(model.ctc.state_dict())
-    scorers = {
-        "decoder": decoder.eval(),
-        "ctc": CTCPrefixScorer(ctc.eval(), ODIM - 1),
-        "length_bonus": LengthBonus(ODIM),
-    }
-    weights = {"decoder": 1.0 - options.ctc_weight, "ctc": options.ctc_weight, "length_bonus": options.penalty}
-    search = BatchBeamSearch(
-        scorers, weights, beam_size=options.beam_size, vocab_size=ODIM, sos=ODIM - 1, eos=ODIM - 1,
-        pre_beam_score_key=None if options.ctc_weight == 1.0 else "decoder",
-    ).to(device).eval()  # fmt: skip
+    search = espnet_search(BatchBeamSearch, CTCPrefixScorer, LengthBonus, decoder, ctc, options, device)
     best = []
     sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
     sync()
