@@ -154,6 +154,28 @@ def sample_words(rng: np.random.Generator, tokens: Sequence[str], weights: np.nd
 # ---------------------------------------------------------------------------------------------- frames
 
 
+def _key_shapes(arts: Sequence[Articulation], budget: int) -> tuple[list[np.ndarray], list[int], list[int]]:
+    """The key shapes in order, each one's hold, and the index of each token's first key; a token's extra keys
+    are blended into its first while there are more keys than the `budget` frames."""
+    n_extra = sum(len(a.keys) - 1 for a in arts)
+    keys: list[np.ndarray] = []
+    holds: list[int] = []
+    first: list[int] = []
+    for a in arts:
+        first.append(len(keys))
+        if len(a.keys) > 1 and len(arts) + n_extra > budget:
+            keys.append(0.6 * a.keys[0] + 0.4 * a.keys[1])
+            holds.append(a.hold)
+            n_extra -= len(a.keys) - 1
+            continue
+        keys.append(a.keys[0])
+        holds.append(a.hold)
+        for extra in a.keys[1:]:
+            keys.append(extra)
+            holds.append(1)
+    return keys, holds, first
+
+
 def timeline(arts: Sequence[Articulation], n_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Mouth parameters of every frame (n_frames, len(SHAPE_DIMS)) and the peak frame of each token (len(arts),).
 
@@ -170,22 +192,7 @@ def timeline(arts: Sequence[Articulation], n_frames: int, rng: np.random.Generat
     while len(arts) > n_frames - sum(rest):
         rest[int(np.argmax(rest))] -= 1
     budget = n_frames - sum(rest)
-    n_extra = sum(len(a.keys) - 1 for a in arts)
-    keys: list[np.ndarray] = []
-    holds: list[int] = []
-    first: list[int] = []  # index of each token's first key
-    for a in arts:
-        first.append(len(keys))
-        if len(a.keys) > 1 and len(arts) + n_extra > budget:
-            keys.append(0.6 * a.keys[0] + 0.4 * a.keys[1])
-            holds.append(a.hold)
-            n_extra -= len(a.keys) - 1
-            continue
-        keys.append(a.keys[0])
-        holds.append(a.hold)
-        for extra in a.keys[1:]:
-            keys.append(extra)
-            holds.append(1)
+    keys, holds, first = _key_shapes(arts, budget)
     gaps = np.array(holds) - 1  # extra frames after each peak: the holds first, then the slack
     while gaps.sum() > budget - len(keys):
         gaps[np.flatnonzero(gaps)[-1]] -= 1
