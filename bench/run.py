@@ -197,18 +197,7 @@ def benchmarks(
         Benchmark(
             "search",
             "search.py",
-            [
-                "--models",
-                "small,base",
-                "--utterances",
-                "8",
-                "--batch-sizes",
-                "1,8",
-                "--device",
-                device,
-                *espnet,
-                *common,
-            ],
+            ["--models", "small,base", "--utterances", "8", "--batch-sizes", "1,8", "--device", device, *espnet, *common],
             ["--device", device, *espnet, *common],
             parse_search,
         ),  # fmt: skip
@@ -222,19 +211,8 @@ def benchmarks(
         Benchmark(
             "sweep",
             "sweep.py",
-            [
-                "--data",
-                str(synthetic),
-                "--clips",
-                "60",
-                "--trials",
-                "2",
-                "--runs",
-                str(scratch / "runs"),
-                "--json",
-                str(scratch / "sweep.json"),
-                "train.max_epochs=2",
-            ],
+            ["--data", str(synthetic), "--clips", "60", "--trials", "2", "--runs", str(scratch / "runs"),
+             "--json", str(scratch / "sweep.json"), "train.max_epochs=2"],
             ["--data", str(synthetic), "--runs", str(scratch / "runs"), "--json", str(scratch / "sweep.json")],
             parse_sweep,
         ),  # fmt: skip
