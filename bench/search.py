@@ -71,17 +71,32 @@ def ours(
     model: LipReader, encs: list[torch.Tensor], batch_size: int, options: SearchOptions, device: str
 ) -> tuple[float, list]:
     """Seconds for all utterances in batches of `batch_size`, and the best yseq of each."""
-    best = []
+
+    def run() -> list:
+        best = []
+        for i in range(0, len(encs), batch_size):
+            enc, lengths = padded(encs[i : i + batch_size], device)
+            best += [h[0].yseq for h in decode(model, enc, lengths, options)]
+        return best
+
+    return timed(device, run)
+
+
+def padded(encs: list[torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder outputs (T_i, D) as one padded batch (B, T, D) on `device` and their lengths (B,)."""
+    chunk = [e.to(device) for e in encs]
+    return torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), torch.tensor([len(e) for e in chunk], device=device)
+
+
+def timed(device: str, run: Callable[[], list]) -> tuple[float, list]:
+    """CLOCK seconds of `run()` (the device synchronised before and after) without autograd, and its result."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
     sync()
     start = CLOCK()
-    for i in range(0, len(encs), batch_size):
-        chunk = [e.to(device) for e in encs[i : i + batch_size]]
-        enc = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
-        lengths = torch.tensor([len(e) for e in chunk], device=device)
-        best += [h[0].yseq for h in decode(model, enc, lengths, options)]
+    with torch.no_grad():
+        result = run()
     sync()
-    return CLOCK() - start, best
+    return CLOCK() - start, result
 
 
 def use_auto_avsr_espnet(auto_avsr: Path) -> None:
@@ -139,15 +154,7 @@ def espnet(
     ctc = CTC(ODIM, model.cfg.encoder.dim, 0.1, reduce=True)
     ctc.load_state_dict(model.ctc.state_dict())
     search = espnet_search(BatchBeamSearch, CTCPrefixScorer, LengthBonus, decoder, ctc, options, device)
-    best = []
-    sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
-    sync()
-    start = CLOCK()
-    with torch.no_grad():
-        for enc in encs:
-            best.append(search(enc.to(device), maxlenratio=0.0, minlenratio=0.0)[0].yseq.tolist())
-    sync()
-    return CLOCK() - start, best
+    return timed(device, lambda: [search(e.to(device), maxlenratio=0.0, minlenratio=0.0)[0].yseq.tolist() for e in encs])
 
 
 def espnet_batched(
@@ -171,19 +178,16 @@ def espnet_batched(
     ctc = CTC(ODIM, model.cfg.encoder.dim)
     ctc.load_state_dict(model.ctc.state_dict())
     search = espnet_search(BatchBeamSearch, CTCPrefixScorer, LengthBonus, decoder, ctc, options, device)
-    best = []
-    sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
-    sync()
-    start = CLOCK()
-    with torch.no_grad():
+
+    def run() -> list:
+        best = []
         for i in range(0, len(encs), batch_size):
-            chunk = [e.to(device) for e in encs[i : i + batch_size]]
-            x = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)  # (B, T, D)
-            lengths = torch.tensor([len(e) for e in chunk], device=device)
+            x, lengths = padded(encs[i : i + batch_size], device)  # (B, T, D), (B,)
             nbest = search(x, maxlenratio=0.0, minlenratio=0.0, x_lengths=lengths)
             best += [hyps[0].yseq.tolist() for hyps in nbest]
-    sync()
-    return CLOCK() - start, best
+        return best
+
+    return timed(device, run)
 
 
 def same_best(best: list, reference: list | None, against: str) -> str:
