@@ -406,3 +406,20 @@ def test_resume_extends_a_finished_run_and_refuses_what_the_checkpoint_fixes(tin
     saved = load_config(run / "config.yaml")
     assert saved.train.max_epochs == 3 and saved.decode.beam_size == 3
     assert torch.load(run / "checkpoints/last.pt", weights_only=True)["config"]["train"]["max_epochs"] == 3
+
+
+def test_a_run_killed_after_its_last_checkpoint_is_finished_on_resume(tiny_config, capsys):
+    """A kill inside finish() (plots, W&B upload) leaves last.pt at the last epoch and the summary 'running'."""
+    done = T.train(tiny_config, name="k", verbose=False)
+    summary = read_summary(done.run_dir)
+    before = (done.run_dir / "metrics.jsonl").read_text(encoding="utf-8")
+    (done.run_dir / "summary.json").write_text(json.dumps({**summary, "state": "running"}), encoding="utf-8")
+
+    resumed = T.train(tiny_config, resume=done.run_dir)
+    assert resumed.state == "finished" and read_summary(done.run_dir)["state"] == "finished"
+    assert read_summary(done.run_dir)["epochs"] == summary["epochs"]  # nothing trained again
+    assert (done.run_dir / "metrics.jsonl").read_text(encoding="utf-8") == before
+    assert f"resuming {done.run_dir} to finish it" in capsys.readouterr().out
+
+    again = T.train(tiny_config, resume=done.run_dir)  # now finished: nothing to do, said
+    assert again.state == "finished" and "nothing to train" in capsys.readouterr().out

@@ -100,10 +100,11 @@ def train(
     verbose = verbose and distributed.is_main()
     say = print if verbose else _quiet
     run_dir, ckpt, cfg = open_run(cfg, name, resume, say)
-    if ckpt is not None and (done := nothing_to_do(ckpt, cfg, run_dir)):
+    done = nothing_to_do(ckpt, cfg, run_dir) if ckpt is not None else ""
+    if done and (summary := read_summary(run_dir)).get("state") != "running":
         say(done)
-        summary = read_summary(run_dir)
         return RunResult(run_dir, summary.get("state", "finished"), summary)
+    last_epoch = int(ckpt["epoch"]) if ckpt and done else cfg.train.max_epochs  # done yet "running": killed in finish()
     device = distributed.local_device(select_device(cfg.train.device))
     precision = select_precision(cfg.train.precision, device)
     data, parts = load_data(cfg, say)
@@ -125,7 +126,7 @@ def train(
         state = TrainState.start(ckpt, run.metric)
         if ckpt is not None:
             at = f", batch {state.partial['batch']}" if state.partial else ""
-            say(f"resuming {run_dir} at epoch {state.epoch + 1}{at}")
+            say(f"resuming {run_dir} " + (f"to finish it ({done})" if done else f"at epoch {state.epoch + 1}{at}"))
         summary.update(cache_summary(run, summary))
         log.write_summary(summary)
         log.note_config({k: summary[k] for k in ("frontend_cache/used", "frontend_cache/views")})
@@ -137,7 +138,7 @@ def train(
             def stop() -> str:
                 return stop_reason(signals, started, cfg.train.max_minutes)
 
-            for epoch in range(state.epoch + 1, cfg.train.max_epochs + 1):
+            for epoch in range(state.epoch + 1, last_epoch + 1):
                 # --- the epoch's steps ---------------------------------------------------------------
                 t0 = time.monotonic()
                 sums, reason = train_epoch(run, state, epoch, stop)
