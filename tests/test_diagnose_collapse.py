@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from runfolders import TINY, constant_predictions, epochs, fixture_predictions, write_run
 
 from analysis.diagnose import ctc_vs_joint, diagnose, length_note
@@ -86,3 +87,21 @@ def test_worst_clips_show_references_with_their_spaces(tmp_path: Path):
     spaced = [r[2] for r in preds if " " in r[2]]
     assert spaced and any(f"| {ref} |" in md for ref in spaced)
     assert "From val_predictions.csv (the best epoch, 6): 60 clips" in md
+
+
+def test_a_run_trained_on_noise_is_collapsed_and_export_best_refuses_it(tiny_config, tmp_path: Path):
+    """The noise control, trained for real: the frames carry nothing, so the verdict and the export must say so."""
+    from analysis.export import ExportRefused, export_best
+    from trainer.train import train
+
+    tiny_config.train.noise_input, tiny_config.train.max_epochs = True, 3
+    run = train(tiny_config, name="noise", verbose=False).run_dir
+    md = diagnose(run).with_suffix(".md").read_text(encoding="utf-8")
+    assert "**Verdict: collapsed**" in md, md
+    assert "noise-control run" in md
+    out = tmp_path / "best.yaml"
+    with pytest.raises(ExportRefused, match="the best run noise is collapsed"):
+        export_best(run.parent, out)
+    assert not out.exists()
+    export_best(run.parent, out, force=True)
+    assert load_config(out).train.noise_input and "Exported with --force although collapsed" in out.read_text("utf-8")
