@@ -63,7 +63,16 @@ def test_status_counts_every_state_and_names_the_best_trial():
     )
     assert status(a_study(), budget=8, metric="val/cer", bar=True).startswith("[st] [##########..........] 4/8")
     empty = optuna.create_study(study_name="e")
-    assert status(empty, budget=3, metric="val/cer") == "[e] 0/3 trials: 0 finished, 0 pruned, 0 failed; no val/cer yet"
+    assert status(empty, budget=3, metric="val/cer") == (
+        "[e] 0/3 trials: 0 finished, 0 pruned, 0 failed; no finished trial yet"
+    )
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for values in ({1: 0.95, 4: 0.81}, {1: 0.9}):  # only pruned trials so far: their best report, named as such
+        empty.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params={"x": 0.5},
+                                                  distributions=dist, intermediate_values=values))  # fmt: skip
+    assert status(empty, budget=3, metric="val/cer").endswith(
+        "2 pruned, 0 failed; no finished trial yet; best val/cer so far 0.8100 (pruned trial 0, epoch 4)"
+    )
 
 
 class Stream(io.StringIO):

@@ -77,11 +77,22 @@ def _state(t: optuna.trial.FrozenTrial, retried: set[int]) -> str | None:
 def _best(study: optuna.Study, metric: str) -> str:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        return f"no {metric} yet"
+        return f"no finished trial yet{_best_pruned(study, metric)}"
     if len(study.directions) > 1:
         return f"{len(study.best_trials)} trial(s) on the Pareto front"
     best = study.best_trial
     return f"best {metric} {best.value:.4f} (trial {best.number})"
+
+
+def _best_pruned(study: optuna.Study, metric: str) -> str:
+    """'; best val/cer so far 0.8123 (pruned trial 2, epoch 4)', from the pruned trials' reported values."""
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    reports = [(v, t.number, step) for t in pruned for step, v in t.intermediate_values.items()]
+    if not reports:
+        return ""
+    pick = min if study.direction == optuna.study.StudyDirection.MINIMIZE else max
+    value, number, step = pick(reports)
+    return f"; best {metric} so far {value:.4f} (pruned trial {number}, epoch {step})"
 
 
 def status(study: optuna.Study, budget: int, metric: str, bar: bool = False) -> str:
