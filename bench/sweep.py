@@ -22,17 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.noise import cer_interval, paired_difference  # noqa: E402
 from launch.demo import DEMO_CLIPS, DEMO_SWEEP, ensure_dataset  # noqa: E402
 from launch.engine.local import run_local_sweep  # noqa: E402
 from launch.engine.plan import prepare  # noqa: E402
 from launch.engine.spec import validate_sweep  # noqa: E402
 from launch.engine.trials import trial_rows  # noqa: E402
-
-RESAMPLES = 2000
 
 
 def cpu_seconds() -> float:
@@ -60,48 +59,30 @@ def run(pruner: str, args: argparse.Namespace, tag: str) -> dict:
     }  # fmt: skip
 
 
-def clip_errors(run_dir: str, scratch: Path) -> dict[str, tuple[int, int]]:
-    """{clip id: (token edits, reference tokens)} of the run's best checkpoint on its validation split."""
-    import editdistance
-
-    from trainer.config import load_config
-    from trainer.text import Tokenizer
-
+def clip_errors(run_dir: str, scratch: Path) -> pd.DataFrame:
+    """Per-clip `id`, token `edits` and `ref_tokens` of the run's best checkpoint on its validation split."""
     out = scratch / f"{Path(run_dir).name}.jsonl"
     checkpoint = Path(run_dir) / "checkpoints" / "best.pt"
     command = [sys.executable, "-m", "launch", "eval", "--checkpoint", str(checkpoint), "--output", str(out), "--quiet"]
     subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
-    tokenizer = Tokenizer.from_config(load_config(Path(run_dir) / "config.yaml").data)
-    errors = {}
-    for line in out.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        ref = tokenizer.encode(row["ref"])
-        errors[row["id"]] = (editdistance.eval(ref, row["hyp_ids"]), len(ref))
-    return errors
-
-
-def bootstrap(edits: np.ndarray, tokens: np.ndarray, seed: int = 0) -> np.ndarray:
-    """CER of RESAMPLES resamples of the clips (with replacement); edits and tokens: (runs, clips), resampled together."""
-    picks = np.random.default_rng(seed).integers(0, edits.shape[1], size=(RESAMPLES, edits.shape[1]))  # (R, N)
-    return edits[:, picks].sum(-1) / tokens[:, picks].sum(-1)  # (runs, R)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    return pd.DataFrame({k: [r[k] for r in rows] for k in ("id", "edits", "ref_tokens")})
 
 
 def tie_test(unpruned: str, pruned: str, scratch: Path) -> dict:
-    """95% intervals of both bests' val CER and of their paired difference (pruned - unpruned); tied if it holds 0."""
+    """95% intervals of both bests' val CER and of their paired difference (pruned - unpruned); tied if it holds 0.
+
+    The intervals are analysis/noise.py's, as `runs rank` prints them."""
     a, b = clip_errors(unpruned, scratch), clip_errors(pruned, scratch)
-    if a.keys() != b.keys():
+    if set(a["id"]) != set(b["id"]):
         raise SystemExit(f"the two best runs were validated on different clips: {unpruned}, {pruned}")
-    ids = sorted(a)
-    edits = np.array([[a[i][0] for i in ids], [b[i][0] for i in ids]], float)  # (2, N)
-    tokens = np.array([[a[i][1] for i in ids], [b[i][1] for i in ids]], float)  # (2, N)
-    cers = bootstrap(edits, tokens)  # (2, R)
-    low, high = np.quantile(cers, [0.025, 0.975], axis=1)
-    diff = np.quantile(cers[1] - cers[0], [0.025, 0.975])
-    point = edits.sum(1) / tokens.sum(1)
+    point = [float(p["edits"].sum() / p["ref_tokens"].sum()) for p in (a, b)]
+    low, high, clips = paired_difference(b, a)
     return {
-        "clips": len(ids), "val_cer": point.tolist(), "interval": np.stack([low, high], 1).tolist(),
-        "difference": float(point[1] - point[0]), "difference_interval": diff.tolist(),
-        "tied": bool(diff[0] <= 0 <= diff[1]), "not_worse": bool(diff[0] <= 0),
+        "clips": clips, "val_cer": point,
+        "interval": [list(cer_interval(p["edits"].to_numpy(), p["ref_tokens"].to_numpy())) for p in (a, b)],
+        "difference": point[1] - point[0], "difference_interval": [low, high],
+        "tied": bool(low <= 0 <= high), "not_worse": bool(low <= 0),
     }  # fmt: skip
 
 
