@@ -4,7 +4,6 @@ identical runs are tied, far-apart runs are not; the speed the rankings need."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +100,8 @@ def test_the_reference_is_the_best_run_with_predictions_and_ctc_uses_its_edits()
     assert (table["val/cer_ctc_greedy_low"][1], table["val/cer_ctc_greedy_high"][1]) == (low, high)
 
 
-def test_speed_of_100_runs_of_200_clips():
+def test_100_runs_of_200_clips_spread_from_030_to_060_are_partly_tied():
+    """The size the issue names (its timing is bench/noise.py's: no timing is asserted here)."""
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, 12, size=200)
     preds = [
@@ -115,11 +115,8 @@ def test_speed_of_100_runs_of_200_clips():
         )  # fmt: skip
         for p in np.linspace(0.3, 0.6, 100)
     ]
-    started = time.perf_counter()
     table = noise_columns(ranked([f"r{i}" for i in range(100)]), preds, "val/cer")
-    took = time.perf_counter() - started
-    assert table["tied"].notna().all() and not table["tied"].all()
-    assert took < 2.0, f"{took:.2f} s"
+    assert table["tied"].notna().all() and table["tied"][:3].all() and not table["tied"][-10:].any()
 
 
 def test_bad_prediction_files_name_the_row(tmp_path: Path):
