@@ -1,6 +1,7 @@
 """A ranked table as aligned text, Markdown or CSV.
 
-Text and Markdown fit WIDTH (120) columns unless `wide`: the columns that say most come first (rank, name,
+Text and Markdown fit WIDTH (120) columns unless `wide`: the columns that say most come first (a table's own
+`attrs["lead"]`, then rank, name,
 state, the ranked metric, its interval, tied, collapsed, the Pareto marks, the swept parameters, then the
 epochs), as many as fit; empty columns are left out, names cut to NAME_WIDTH (in the middle), parameter headers shortened
 to their shortest unambiguous dotted suffix (`optim.lr` -> `lr`); `run_id` only where it is not the name. A last line says how many columns (with a
@@ -43,7 +44,7 @@ def priority(table: pd.DataFrame) -> list[str]:
         "collapsed",
         "pareto",
     ]
-    wanted = [*first, *objectives, *attrs.get("params", []), *TAIL]
+    wanted = [*attrs.get("lead", []), *first, *objectives, *attrs.get("params", []), *TAIL]
     return [c for c in dict.fromkeys(wanted) if c is not None and c in table.columns and table[c].notna().any()]
 
 
@@ -79,7 +80,7 @@ def _cut(text: str, width: int) -> str:
 
 
 def fitting_columns(table: pd.DataFrame, width: int = WIDTH) -> tuple[list[str], dict[str, str], dict[str, list[str]]]:
-    """The columns (in the table's order) that fit `width`, their headers and their cells."""
+    """The columns that fit `width` (in the order of attrs["lead"], then the table's), their headers and cells."""
     headers = {c: c for c in table.columns} | short_headers(table.attrs.get("params", []))
     cells = {c: [cell(v) for v in table[c]] for c in table.columns}
     cells["name"] = [_cut(v, NAME_WIDTH) for v in cells.get("name", [])]
@@ -90,7 +91,7 @@ def fitting_columns(table: pd.DataFrame, width: int = WIDTH) -> tuple[list[str],
         if used + w <= width:
             chosen.append(c)
             used += w
-    order = list(table.columns)
+    order = list(dict.fromkeys([*table.attrs.get("lead", []), *table.columns]))
     return sorted(chosen, key=order.index), headers, cells
 
 

@@ -18,6 +18,7 @@ import yaml
 from conftest import ROOT, TINY_MODEL, write_tiny_dataset
 from runfolders import epochs, write_run
 
+from analysis.tables import format_table
 from launch.engine.confirm import CSV, confirm_table, prepare_confirm, write_table
 from launch.engine.local import run_local_sweep
 from launch.engine.seed_noise import mean_std, t_quantile, t_tail, welch_half_width, welch_within_noise
@@ -86,6 +87,9 @@ def test_the_best_configs_are_retrained_over_fresh_seeds_and_a_rerun_trains_noth
     ]  # the top one is tied with itself; c2 is 0.1 worse, spread 0.0007
     path = write_table(sweep, table)
     assert path == sweep.sweep_dir / CSV and list(pd.read_csv(path).columns) == COLUMNS
+    header, first = format_table(table).splitlines()[:2]  # what the command prints: the table's own columns first
+    assert header.split()[:6] == ["config", "seeds", "val/cer_mean", "val/cer_std", "within_noise", "val/cer_seed1"]
+    assert first.split()[:5] == ["c1", "2", f"{c1['val/cer_mean']:.4g}", f"{c1['val/cer_std']:.4g}", "True"]
 
     again = prepare_confirm(str(source), top=2, seeds=2, heartbeat=0, verbose=False)
     run_local_sweep(again, workers=1, train_fn=seeded_train)

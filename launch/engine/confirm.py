@@ -261,7 +261,10 @@ def confirm_table(sweep: LocalSweep, study: optuna.Study) -> pd.DataFrame:
     for r in rows:
         both = len(best) >= 2 and len(r["_values"]) >= 2
         r["within_noise"] = welch_within_noise(r["_values"], best) if both else None
-    return pd.DataFrame(rows).drop(columns="_values")
+    table = pd.DataFrame(rows).drop(columns="_values")
+    seeds = [f"{metric}_seed{k}" for k in range(1, plan["seeds"] + 1)]
+    table.attrs["lead"] = ["config", "seeds", f"{metric}_mean", f"{metric}_std", "within_noise", *seeds, "params"]
+    return table
 
 
 def write_table(sweep: LocalSweep, table: pd.DataFrame) -> Path:
