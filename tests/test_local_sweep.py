@@ -658,3 +658,42 @@ def test_real_tiny_multi_objective_sweep_from_the_cli(tiny_config, tmp_path):
         assert t.values == pytest.approx([rows[-1]["val/cer"], rows[-1]["time/epoch_s"]])
     header = next(line for line in result.output.splitlines() if line.lstrip().startswith("rank"))
     assert "val/cer" in header and "time/epoch_s" in header and "pareto" in header
+
+
+@pytest.mark.slow
+def test_a_stop_sent_to_the_sweep_process_alone_reaches_its_workers(tiny_config, tmp_path):
+    """`kill -INT PID` (or a scheduler's SIGTERM) hits the parent only: its workers must stop too, not train on."""
+    import subprocess
+    import sys
+
+    from trainer.tracking import read_summary
+
+    tiny_config.train.train_cer_every = 0
+    base = tmp_path / "tiny.yaml"
+    save_config(tiny_config, base)
+    path = tmp_path / "stop.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "stop", "method": "grid", "metric": {"name": "val/cer", "goal": "minimize"},
+        "parameters": {"optim.lr": {"values": [1e-3, 3e-3, 1e-2]}}, "command": [*COMMAND[:6], str(base), "${args}"],
+    }))  # fmt: skip
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}, "WANDB_MODE": "disabled"}
+    log = tmp_path / "sweep.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "launch", "sweep", "local", str(path), "--workers", "2",
+                                 "--heartbeat", "1", "train.max_epochs=500"], cwd=Path(__file__).resolve().parents[1],
+                                env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        folder = tmp_path / "runs" / "stop"
+        deadline = time.monotonic() + 300
+        while len(list(folder.glob("stop-t*/checkpoints/last.pt"))) < 2:  # both workers inside a trial
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGINT)  # the parent alone: its own session, no terminal
+        try:
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:  # the workers trained on: kill the whole session
+                os.killpg(proc.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert code == 0 and "received SIGINT: each worker saves its trial's last.pt" in output, output
+    stopped = [read_summary(d) for d in folder.glob("stop-t*")]
+    assert len(stopped) == 2 and all(s["state"] == "stopped" and s["epochs"] < 500 for s in stopped), stopped

@@ -9,16 +9,21 @@ tracking is on) that reports the metric after each validation for pruning; the r
 and final metrics are kept as trial attributes. With an RDB storage a heartbeat marks the
 trial of a dead worker failed, and a retry of it (resuming its run folder) is queued; a trial
 stopped by SIGTERM/SIGINT or the time budget is queued again the same way (it resumes where it
-stopped). Worker k of K runs on GPU k mod (visible GPUs) when `train.device` is auto or cuda.
+stopped; a stop sent to this process alone reaches its workers). Worker k of K runs on GPU k mod (visible GPUs) when `train.device` is auto or cuda.
 A `metrics:` sweep (several objectives) runs as Optuna's multi-objective study, without pruning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import optuna
 
@@ -124,6 +129,33 @@ def _join(sweep: LocalSweep, procs: list[multiprocessing.process.BaseProcess]) -
     return codes
 
 
+@contextlib.contextmanager
+def forwarding_stops(sweep: LocalSweep, procs: list[multiprocessing.process.BaseProcess]) -> Iterator[None]:
+    """SIGINT/SIGTERM sent to this process alone (`kill PID`, a scheduler's stop) reach the workers too.
+
+    Each worker then stops its trial as `train` does (last.pt saved at the next step; the trial queued
+    again) and exits; this process waits for them and prints the sweep's status. A Ctrl-C in a terminal
+    reaches the workers directly as well: the stop flag is set twice, which changes nothing."""
+
+    def forward(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        print(f"[{sweep.study}] received {name}: each worker saves its trial's last.pt at its next step and stops; "
+              "run the same command again to continue the sweep", flush=True)  # fmt: skip
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signum)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def run_workers(sweep: LocalSweep, workers: int, train_fn: TrainFn | None = None) -> list[int]:
     """K workers: in this process when K is 1, else K spawned processes sharing the study. Returns their exit codes."""
     open_study(sweep)  # created once here, so the workers only join it
@@ -141,9 +173,10 @@ def run_workers(sweep: LocalSweep, workers: int, train_fn: TrainFn | None = None
         ctx.Process(target=_worker_main, args=(sweep, i, train_fn, threads, envs[i]), name=f"worker{i}")
         for i in range(workers)
     ]
-    for p in procs:
-        p.start()
-    return _join(sweep, procs)
+    with forwarding_stops(sweep, procs):
+        for p in procs:
+            p.start()
+        return _join(sweep, procs)
 
 
 def run_local_sweep(sweep: LocalSweep, workers: int = 1, train_fn: TrainFn | None = None) -> optuna.Study:
