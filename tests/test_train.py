@@ -362,6 +362,7 @@ def test_a_stopped_run_prints_how_to_resume_it(tiny_config, monkeypatch, tmp_pat
     run = Path(tiny_config.train.run_dir) / "cut"
     assert result.exit_code == 0, result.output
     assert f"to continue this run: python -m launch train --resume {run}" in result.output
+    assert f"stopped: no validation yet; run folder {run}" in result.output  # stopped in epoch 1: no 'best inf'
 
 
 # --------------------------------------------------------------------------- resume with changes

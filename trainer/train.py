@@ -260,10 +260,8 @@ def finish(
     summary.update({"state": end, "reason": reason, "runtime_s": summary.get("runtime_s", 0) + seconds})
     log.write_summary(summary)
     log.finish(end)
-    run.say(
-        f"{end}: best {name} {state.best:.4f} at epoch {state.best_epoch}; run folder {run.run_dir}"
-        + (f" ({reason})" if reason else "")
-    )
+    result = f"best {name} {state.best:.4f} at epoch {state.best_epoch}" if state.best_epoch else "no validation yet"
+    run.say(f"{end}: {result}; run folder {run.run_dir}" + (f" ({reason})" if reason else ""))
     return RunResult(run.run_dir, end, summary)
 
 
