@@ -424,3 +424,17 @@ def test_a_run_killed_after_its_last_checkpoint_is_finished_on_resume(tiny_confi
 
     again = T.train(tiny_config, resume=done.run_dir)  # now finished: nothing to do, said
     assert again.state == "finished" and "nothing to train" in capsys.readouterr().out
+
+
+def test_resuming_a_run_stopped_before_its_first_checkpoint_says_how_to_start_it_again(tiny_config, monkeypatch, capsys):
+    import shutil
+
+    tiny_config.train.max_epochs = 1
+    run = T.train(tiny_config, name="early", verbose=False).run_dir
+    shutil.rmtree(run / "checkpoints")  # as a stop before the first optimizer step leaves it: config, summary
+    code, output = run_cli(monkeypatch, capsys, "train", "--resume", run)
+    assert code == 2 and "Traceback" not in output, output
+    assert f"{run} has no checkpoint to resume: it stopped before its first optimizer step ended" in output
+    command = output.split("again (its folder is reused): python -m launch ")[1].split()
+    code, output = run_cli(monkeypatch, capsys, *command)  # the command it prints, as it is
+    assert code == 0 and read_summary(run)["state"] == "finished" and (run / "checkpoints" / "last.pt").exists(), output

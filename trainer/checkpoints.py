@@ -117,6 +117,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+def last_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """RUN's last.pt, what `--resume RUN` continues; a CheckpointError saying how to start RUN again when it has none."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints" / "last.pt").exists() and (run_dir / "config.yaml").exists():
+        raise CheckpointError(
+            f"{run_dir} has no checkpoint to resume: it stopped before its first optimizer step ended. Start it "
+            f"again (its folder is reused): python -m launch train --config {run_dir / 'config.yaml'} --name {run_dir.name}"
+        )
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG's state, in types `torch.load(weights_only=True)` reads back."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -200,7 +211,7 @@ def resume_config(run_dir: Path, config: str | Path | None = None, overrides: Se
     """
     if config is not None:
         return load_config(config, list(overrides))
-    cfg = config_from_dict(load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")["config"])
+    cfg = config_from_dict(last_checkpoint(run_dir)["config"])
     return apply_overrides(cfg, list(overrides)) if overrides else cfg
 
 

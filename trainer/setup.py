@@ -20,7 +20,7 @@ from torch import nn
 
 from trainer import distributed
 from trainer import frontend_cache as fcache
-from trainer.checkpoints import TrainState, check_resume, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trainer.checkpoints import TrainState, check_resume, last_checkpoint, rng_state, save_checkpoint, set_rng_state
 from trainer.config import Config, config_from_dict, to_dict
 from trainer.data import Dataset, load_dataset, make_batches
 from trainer.device import Precision
@@ -122,7 +122,7 @@ def open_run(
             raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --name")
         return run_dir, None, cfg
     run_dir = Path(resume)
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    ckpt = last_checkpoint(run_dir)
     saved = config_from_dict(ckpt["config"])
     changes = check_resume(saved, cfg, run_dir)
     if not changes:
