@@ -230,3 +230,12 @@ def test_a_step_out_of_gpu_memory_is_a_stated_result_not_a_fault(tmp_path):
     assert steps.timed_in_memory(ctx, t, step, "a step") is None
     assert steps.out_of_memory(dataclasses.replace(ctx, cap_gib=15.0)) == "out of memory within the 15.0 GiB cap"
     assert harness.OOM not in (harness.FAILED, harness.ERROR, harness.TIMEOUT)  # the run does not fail for it
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="what the check does where torch sees no GPU")
+def test_without_a_gpu_the_full_check_is_refused_and_quick_runs_on_the_cpu(capsys):
+    with pytest.raises(SystemExit) as refused:
+        harness.parse_args(["--out", "x"])
+    assert refused.value.code == 2 and "run `--device cpu --quick` for the CPU version" in capsys.readouterr().err
+    assert harness.parse_args(["--out", "x", "--quick"]).device == "cpu"
+    assert harness.parse_args(["--out", "x", "--device", "cpu"]).device == "cpu"  # insisted on

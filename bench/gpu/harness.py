@@ -309,7 +309,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.gpu", description=bench.gpu.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--out", type=Path, help="folder for gpu.md and gpu.json")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda[:N] or cpu")
+    p.add_argument("--device", default=None, help="cuda[:N] or cpu (default: cuda where torch sees a GPU)")
     p.add_argument("--emulate", choices=["auto", "t4", "none"], default="auto", help="auto: t4 on a GPU not a T4")
     p.add_argument("--quick", action="store_true", help="the small config and few steps (the CPU run of CI)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
@@ -323,6 +323,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.row is None and args.out is None:
         p.error("--out DIR is required")
+    if args.device is None:
+        if not torch.cuda.is_available() and not args.quick and args.row is None:
+            p.error("torch sees no GPU here, and the full check (the base config) would outrun its time guards on a "
+                    "CPU: run `--device cpu --quick` for the CPU version, or `--device cpu` to insist")  # fmt: skip
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
