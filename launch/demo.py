@@ -158,6 +158,8 @@ def demo_command(
         click.echo(f"best config: {best}\n  train it:   python -m launch train --config {best}")
     click.echo(f"  diagnosis of the best run: {report}")
     click.echo(f"  the runs:   python -m launch runs rank {sweep.sweep_dir}")
+    click.echo(f"  over seeds: python -m launch sweep confirm {sweep.sweep_dir} --top 2 --seeds 3 --workers 2"
+               "   # one seed a trial: is the best one lucky?")  # fmt: skip
     if wandb_mode == "offline":
         click.echo(f"  to W&B:     wandb sync {sweep.sweep_dir}/*/wandb/offline-run-*")
     click.echo(f"demo done in {time.monotonic() - started:.0f} s")

@@ -92,3 +92,4 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch):
     assert best_run in trials and " val/cer " in line
     report = sweep_dir / best_run / "diagnose" / "report.html"
     assert report.stat().st_size > 1000 and str(report) in result.output
+    assert f"over seeds: python -m launch sweep confirm {sweep_dir} --top 2 --seeds 3" in result.output
