@@ -9,7 +9,8 @@ tracking is on) that reports the metric after each validation for pruning; the r
 and final metrics are kept as trial attributes. With an RDB storage a heartbeat marks the
 trial of a dead worker failed, and a retry of it (resuming its run folder) is queued; a trial
 stopped by SIGTERM/SIGINT or the time budget is queued again the same way (it resumes where it
-stopped; a stop sent to this process alone reaches its workers). Worker k of K runs on GPU k mod (visible GPUs) when `train.device` is auto or cuda.
+stopped; a stop sent to this process alone reaches its workers). Worker k of K runs on GPU k mod
+(visible GPUs) when `train.device` is auto or cuda.
 A `metrics:` sweep (several objectives) runs as Optuna's multi-objective study, without pruning.
 """
 
