@@ -26,12 +26,19 @@ def open_storage(source: Source) -> Any:
         if not path.exists():
             raise ConfigError(f"{source}: the journal file {path} does not exist")
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith("sqlite:"):
-        from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-        file = make_url(url).database
-        if file and file != ":memory:" and not Path(file).exists():
-            raise ConfigError(f"{source}: the SQLite file {file} does not exist")
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise ConfigError(
+            f"{source}: {url!r} is not a storage URL ({e}); write optuna://sqlite:///path/to/study.db?study=NAME, "
+            "optuna://postgresql://user@host/db?study=NAME or journal:PATH, or give the .db file itself"
+        ) from None
+    file = parsed.database if parsed.drivername.startswith("sqlite") else None
+    if file and file != ":memory:" and not Path(file).exists():
+        raise ConfigError(f"{source}: the SQLite file {file} does not exist")
     return optuna.storages.get_storage(url)
 
 
@@ -93,11 +100,37 @@ def _trial_values(trial: Any, name: str, single: bool) -> dict[str, float]:
     return out
 
 
+def _study_folder(source: Source) -> Path | None:
+    """The folder of a study file (SQLite or journal), where `sweep local` keeps the trials' run folders."""
+    from sqlalchemy.engine import make_url
+
+    if source.path.startswith("journal:"):
+        return Path(source.path.removeprefix("journal:")).parent
+    if source.path.startswith("sqlite:"):
+        database = make_url(source.path).database
+        return Path(database).parent if database and database != ":memory:" else None
+    return None
+
+
+def trial_folder(run_dir: str | None, source: Source) -> Path | None:
+    """A trial's run folder as recorded (relative to where the sweep ran), else beside the study file (the same
+    layout read from another folder, or copied elsewhere); None when it is in neither place."""
+    if not run_dir:
+        return None
+    beside = _study_folder(source)
+    for where in (Path(run_dir), beside / Path(run_dir).name if beside is not None else None):
+        if where is not None and is_run_dir(where):
+            return where
+    return None
+
+
 def trial_row(trial: Any, source: Source, name: str, single: bool) -> dict[str, Any]:
     """One trial's row: its own values, then the column-named user attrs, then its run folder (when it is here)."""
     attrs = {**trial.user_attrs.get("metrics", {}), **trial.user_attrs}
     run_dir = attrs.get("run_dir")
-    folder = run_dir_row(Path(run_dir)) if run_dir and is_run_dir(Path(run_dir)) else {}
+    where = trial_folder(run_dir, source)
+    folder = run_dir_row(where) if where is not None else {}
+    run_dir = str(where) if where is not None else run_dir
     row: dict[str, Any] = {
         "run_id": attrs.get("wandb_id") or (Path(run_dir).name if run_dir else f"trial-{trial.number}"),
         "name": attrs.get("name") or (Path(run_dir).name if run_dir else f"trial-{trial.number}"),
@@ -142,8 +175,8 @@ def optuna_history(source: Source, row: Any) -> list[dict[str, Any]]:
     trial = next((t for t in study.trials if not math.isnan(number(number_)) and t.number == int(number_)), None)
     if trial is None:
         raise DataError(f"{source}: no trial {number_}")
-    run_dir = trial.user_attrs.get("run_dir")
-    if run_dir and (Path(run_dir) / METRICS_FILE).exists():
-        return read_metrics(Path(run_dir))
+    where = trial_folder(trial.user_attrs.get("run_dir"), source)
+    if where is not None and (where / METRICS_FILE).exists():
+        return read_metrics(where)
     name = study_metric(study)
     return [{"epoch": s, name: v} for s, v in sorted(trial.intermediate_values.items())]

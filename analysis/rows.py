@@ -70,7 +70,21 @@ def _optuna_source(text: str) -> Source:
     rest = [(k, v) for k, v in pairs if k != "study"]
     if not base:
         raise ConfigError(f"source {text!r}: no storage URL; write optuna://sqlite:///path/to/study.db?study=NAME")
+    if "://" not in base and not base.startswith("journal:"):  # optuna://runs/x/study.db: a file, not a URL
+        base = _study_file(text, Path(base))
     return Source("optuna", base + ("?" + urlencode(rest) if rest else ""), study=study)
+
+
+def _study_file(text: str, path: Path) -> str:
+    """The storage URL of a study file: SQLite (.db, .sqlite, .sqlite3) or Optuna's journal (.log, .journal)."""
+    if path.suffix in (".db", ".sqlite", ".sqlite3"):
+        return f"sqlite:///{path}"
+    if path.suffix in (".log", ".journal"):
+        return f"journal:{path}"
+    raise ConfigError(
+        f"source {text!r}: {str(path)!r} is neither a storage URL nor a study file (.db, .log); write "
+        "optuna://sqlite:///path/to/study.db?study=NAME, or give the .db file itself"
+    )
 
 
 def _wandb_source(text: str) -> Source:
@@ -92,10 +106,8 @@ def parse_source(text: str | Path | Source) -> Source:
     if text.startswith("wandb://"):
         return _wandb_source(text)
     path = Path(text)
-    if path.is_file() and path.suffix in (".db", ".sqlite", ".sqlite3"):
-        return Source("optuna", f"sqlite:///{path}")
-    if path.is_file() and path.suffix in (".log", ".journal"):
-        return Source("optuna", f"journal:{path}")
+    if path.is_file() and path.suffix in (".db", ".sqlite", ".sqlite3", ".log", ".journal"):
+        return Source("optuna", _study_file(text, path))
     if not path.is_dir():
         raise ConfigError(
             f"source {text!r} is not a folder of runs, optuna://URL?study=NAME or wandb://entity/project[/sweep_id]"

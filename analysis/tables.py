@@ -79,6 +79,12 @@ def _cut(text: str, width: int) -> str:
     return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
 
 
+def _units(columns: list[str], metric: str) -> list[list[str]]:
+    """The columns in order, an interval's two ends as one unit: both shown, or neither."""
+    low, high = f"{metric}_low", f"{metric}_high"
+    return [[c, high] if c == low and high in columns else [c] for c in columns if c != high or low not in columns]
+
+
 def fitting_columns(table: pd.DataFrame, width: int = WIDTH) -> tuple[list[str], dict[str, str], dict[str, list[str]]]:
     """The columns that fit `width` (in the order of attrs["lead"], then the table's), their headers and cells."""
     headers = {c: c for c in table.columns} | short_headers(table.attrs.get("params", []))
@@ -86,10 +92,11 @@ def fitting_columns(table: pd.DataFrame, width: int = WIDTH) -> tuple[list[str],
     cells["name"] = [_cut(v, NAME_WIDTH) for v in cells.get("name", [])]
     chosen: list[str] = []
     used = -len(GAP)
-    for c in priority(table):
-        w = max([len(headers[c]), *map(len, cells[c])]) + len(GAP)
+    wanted = priority(table)
+    for unit in _units(wanted, table.attrs.get("interval_of", "val/cer")):
+        w = sum(max([len(headers[c]), *map(len, cells[c])]) + len(GAP) for c in unit)
         if used + w <= width:
-            chosen.append(c)
+            chosen += unit
             used += w
     order = list(dict.fromkeys([*table.attrs.get("lead", []), *table.columns]))
     return sorted(chosen, key=order.index), headers, cells

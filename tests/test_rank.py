@@ -145,6 +145,24 @@ def test_the_ranking_fits_120_columns_with_long_names_and_many_parameters(tmp_pa
     assert max(map(len, format_table(ranked, "table", wide=True).splitlines())) > 120
 
 
+
+@pytest.mark.parametrize("name_width", [10, 25])
+def test_an_intervals_two_ends_are_shown_together_or_not_at_all(name_width):
+    """Ranked by a long metric name, the width runs out around the interval: never one end without the other."""
+    metric = "val/cer_ctc_greedy"
+    table = pd.DataFrame({"rank": [1, 2], "name": ["n" * name_width, "m" * name_width], "state": ["finished"] * 2,
+                          f"{metric}_best": [0.5035, 0.8415], f"{metric}_low": [0.4776, 0.8223],
+                          f"{metric}_high": [0.5301, 0.8602], "tied": [True, False], "collapsed": [False, True]})  # fmt: skip
+    table.attrs.update({"ranked_by": f"{metric}_best", "interval_of": metric})
+    from analysis.tables import fitting_columns
+
+    widths = {len(" ".join(fitting_columns(table, w)[0])) for w in range(60, 130)}
+    for width in range(60, 130):
+        shown = fitting_columns(table, width)[0]
+        assert (f"{metric}_low" in shown) == (f"{metric}_high" in shown), (width, shown)
+    assert len(widths) > 2  # the widths tried do cut the table in several places
+
+
 # --------------------------------------------------------------------------- several objectives: `runs rank` marks the front
 
 

@@ -227,6 +227,26 @@ def test_optuna_trial_without_run_folder_uses_its_own_values(tmp_path: Path):
         load_runs(f"optuna://{storage}?study=nope")
 
 
+def test_a_studys_run_folders_are_found_beside_its_file_from_another_folder(tmp_path: Path, monkeypatch):
+    """`sweep local` records run folders relative to where it ran; read from elsewhere, they sit beside study.db."""
+    sweep = tmp_path / "project" / "runs" / "lr"
+    write_run(sweep, "lr-t000", epochs([0.9, 0.4]))
+    study = optuna.create_study(study_name="lr", storage=f"sqlite:///{sweep / 'study.db'}")
+    trial = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+    trial.set_user_attr("run_dir", "runs/lr/lr-t000")  # relative to tmp_path/project, where it ran
+    study.tell(trial, 0.4)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for source in (f"optuna://{sweep / 'study.db'}", f"optuna://sqlite:///{sweep / 'study.db'}", sweep / "study.db"):
+        row = load_runs(source).iloc[0]
+        assert row["location"] == str(sweep / "lr-t000") and row["epochs"] == 2, source  # from the run folder
+    with pytest.raises(ConfigError, match="is neither a storage URL nor a study file"):
+        load_runs("optuna://runs/lr/notes.txt")
+    with pytest.raises(ConfigError, match="is not a storage URL"):
+        load_runs("optuna://sqlite:/x.db:://?")
+
+
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_optuna_values_are_the_studys_metric(tmp_path: Path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
