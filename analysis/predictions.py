@@ -20,10 +20,10 @@ import pandas as pd
 from analysis.rows import Source, parse_source
 from analysis.wandb_runs import wandb_api, wandb_table
 from trainer.errors import DataError
-from trainer.evaluate import PREDICTION_COLUMNS
+from trainer.tracking import PREDICTION_COLUMNS
 
 FILE = "val_predictions.csv"
-COLUMNS = tuple(PREDICTION_COLUMNS)  # what trainer/evaluate.py writes
+COLUMNS = tuple(PREDICTION_COLUMNS)  # what a run folder's val_predictions.csv holds
 COUNTS = ("frames", "edits", "ref_tokens", "ctc_edits")
 TEXT = ("id", "ref", "hyp", "ctc_hyp")
 

@@ -13,7 +13,6 @@ from trainer.config import DataConfig
 from trainer.data import load_dataset
 from trainer.evaluate import (
     EXACT_PAIRS,
-    PREDICTION_COLUMNS,
     EvalSet,
     best_constant,
     clip_row,
@@ -27,6 +26,7 @@ from trainer.metrics import METRICS
 from trainer.model import build_model
 from trainer.search import Hypothesis
 from trainer.text import Tokenizer
+from trainer.tracking import PREDICTION_COLUMNS
 
 TOKENIZER = Tokenizer.from_config(DataConfig())
 EOS = TOKENIZER.eos

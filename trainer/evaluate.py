@@ -36,7 +36,6 @@ from trainer.search import Hypothesis, SearchOptions
 from trainer.text import Tokenizer, cer, diacritic_error_rate, letter_error_rate, wer
 
 LOSSES = ("loss", "loss_ctc", "loss_att")
-PREDICTION_COLUMNS = ["id", "frames", "ref", "hyp", "edits", "ref_tokens", "ctc_hyp", "ctc_edits"]
 STATUS_EVERY_S = 30.0  # without a terminal: a status line at most this often
 
 # best_constant's limits (see its docstring)

@@ -23,6 +23,8 @@ from trainer.metrics import METRICS as REGISTRY
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+# val_predictions.csv: one row per validation clip at the best epoch (trainer/evaluate.py fills it)
+PREDICTION_COLUMNS = ["id", "frames", "ref", "hyp", "edits", "ref_tokens", "ctc_hyp", "ctc_edits"]
 
 
 def wandb_mode(cfg: Config) -> str:

@@ -27,11 +27,11 @@ from trainer.checkpoints import TrainState
 from trainer.config import Config, apply_overrides
 from trainer.confusions import confusion_counts, confusion_rows
 from trainer.device import select_device, select_precision
-from trainer.evaluate import PREDICTION_COLUMNS, EvalSet, evaluate
+from trainer.evaluate import EvalSet, evaluate
 from trainer.metrics import METRICS, best_key
 from trainer.setup import Run, build_run, cache_summary, load_data, nothing_to_do, open_run, start_log
 from trainer.steps import Stop, train_epoch
-from trainer.tracking import RunLog, read_summary
+from trainer.tracking import PREDICTION_COLUMNS, RunLog, read_summary
 
 # A pruner's hook: called after each validation with (epoch, metrics); True stops the run as pruned.
 PruneHook = Callable[[int, dict[str, float]], bool]

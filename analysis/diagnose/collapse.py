@@ -13,7 +13,7 @@ from analysis.diagnose.decode import Decoded
 from analysis.predictions import FILE, predictions_frame, read_predictions
 from analysis.rows import at_best, number
 from trainer.config import Config
-from trainer.evaluate import PREDICTION_COLUMNS
+from trainer.tracking import PREDICTION_COLUMNS
 
 
 def decoded_predictions(decoded: Decoded) -> pd.DataFrame:
