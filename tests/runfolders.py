@@ -188,3 +188,21 @@ class RecordedApi:
     def sweep(self, path: str) -> wandb_public.Sweep:
         entity, project, sweep_id = path.split("/")
         return wandb_public.Sweep(self.service, entity, project, sweep_id, attrs=self.fixture["sweep"])
+
+
+def curve_run(cfg: Any, name: str, prune: Any, val_cer: Any) -> Any:
+    """A fake trainer's run: `val_cer(epoch)` each epoch into a run folder, stopped when `prune` says so."""
+    from trainer.train import RunResult
+
+    run_dir = Path(cfg.train.run_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state, rows = "finished", []
+    for epoch in range(1, cfg.train.max_epochs + 1):
+        rows.append({"epoch": epoch, "val/cer": val_cer(epoch)})
+        if prune is not None and prune(epoch, rows[-1]):
+            state = "pruned"
+            break
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {"state": state, "epochs": len(rows), "val/cer_best": min(r["val/cer"] for r in rows)}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return RunResult(run_dir, state, summary)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from runfolders import curve_run
 
 from launch.cli import cli
 from launch.demo import DEMO_SWEEP, learned_line
@@ -16,24 +16,12 @@ from launch.engine.local import run_local_sweep
 from launch.engine.plan import prepare
 from launch.engine.spec import load_sweep
 from launch.engine.trials import trial_rows
-from trainer.train import RunResult
 
 
 def curve_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
     """A fake trainer: val/cer falls with the epochs, best at lr 4.6e-3 and CTC weight 0.9, every trial apart."""
-    run_dir = Path(cfg.train.run_dir) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
     offset = 0.15 * abs(math.log10(cfg.optim.lr / 4.6e-3)) + 0.05 * (cfg.model.ctc_weight < 0.5)
-    state, rows = "finished", []
-    for epoch in range(1, cfg.train.max_epochs + 1):
-        rows.append({"epoch": epoch, "val/cer": 0.3 + offset + 1.0 / epoch})
-        if prune is not None and prune(epoch, rows[-1]):
-            state = "pruned"
-            break
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = {"state": state, "epochs": len(rows), "val/cer_best": min(r["val/cer"] for r in rows)}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    return RunResult(run_dir, state, summary)
+    return curve_run(cfg, name, prune, lambda epoch: 0.3 + offset + 1.0 / epoch)
 
 
 def demo_sweep(tmp_path, pruner: str | None):

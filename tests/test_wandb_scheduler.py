@@ -354,20 +354,9 @@ def curve_train(cfg, *, name=None, resume=None, prune=None, verbose=True):
     """A fake trainer: a run folder with a val/cer curve that is best at lr 1e-3."""
     import math
 
-    from trainer.train import RunResult
+    from runfolders import curve_run
 
-    run_dir = Path(cfg.train.run_dir) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state, rows = "finished", []
-    for epoch in range(1, cfg.train.max_epochs + 1):
-        rows.append({"epoch": epoch, "val/cer": 0.2 + abs(math.log10(cfg.optim.lr / 1e-3)) + 0.5 / epoch})
-        if prune is not None and prune(epoch, rows[-1]):
-            state = "pruned"
-            break
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = {"state": state, "epochs": len(rows), "val/cer_best": min(r["val/cer"] for r in rows)}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    return RunResult(run_dir, state, summary)
+    return curve_run(cfg, name, prune, lambda epoch: 0.2 + abs(math.log10(cfg.optim.lr / 1e-3)) + 0.5 / epoch)
 
 
 def test_the_demo_yaml_also_runs_unchanged_under_sweep_local(tmp_path):
