@@ -112,23 +112,21 @@ def _study_folder(source: Source) -> Path | None:
     return None
 
 
-def trial_folder(run_dir: str | None, source: Source) -> Path | None:
-    """A trial's run folder as recorded (relative to where the sweep ran), else beside the study file (the same
-    layout read from another folder, or copied elsewhere); None when it is in neither place."""
+def trial_folder(run_dir: str | None, beside: Path | None) -> Path | None:
+    """A trial's run folder as recorded (relative to where the sweep ran), else in `beside`, the study file's
+    folder (the same layout read from another folder, or copied elsewhere); None when it is in neither place."""
     if not run_dir:
         return None
-    beside = _study_folder(source)
-    for where in (Path(run_dir), beside / Path(run_dir).name if beside is not None else None):
-        if where is not None and is_run_dir(where):
-            return where
-    return None
+    places = [Path(run_dir), *([beside / Path(run_dir).name] if beside is not None else [])]
+    return next((where for where in places if is_run_dir(where)), None)
 
 
-def trial_row(trial: Any, source: Source, name: str, single: bool) -> dict[str, Any]:
-    """One trial's row: its own values, then the column-named user attrs, then its run folder (when it is here)."""
+def trial_row(trial: Any, source: Source, name: str, single: bool, beside: Path | None) -> dict[str, Any]:
+    """One trial's row: its own values, then the column-named user attrs, then its run folder (when it is here:
+    see `trial_folder`; `beside` is the study file's folder)."""
     attrs = {**trial.user_attrs.get("metrics", {}), **trial.user_attrs}
     run_dir = attrs.get("run_dir")
-    where = trial_folder(run_dir, source)
+    where = trial_folder(run_dir, beside)
     folder = run_dir_row(where) if where is not None else {}
     run_dir = str(where) if where is not None else run_dir
     row: dict[str, Any] = {
@@ -153,11 +151,11 @@ def optuna_rows(source: Source) -> tuple[list[dict[str, Any]], list[str]]:
     study = load_study(source)
     name = study_metric(study)
     single = len(study.directions) == 1
-    rows, params = [], []
+    rows, params, beside = [], [], _study_folder(source)
     for t in study.trials:
         if "skipped" in t.user_attrs:
             continue
-        rows.append(trial_row(t, source, name, single))
+        rows.append(trial_row(t, source, name, single, beside))
         params += [k for k in t.params if k not in params]
     return rows, params
 
@@ -175,7 +173,7 @@ def optuna_history(source: Source, row: Any) -> list[dict[str, Any]]:
     trial = next((t for t in study.trials if not math.isnan(number(number_)) and t.number == int(number_)), None)
     if trial is None:
         raise DataError(f"{source}: no trial {number_}")
-    where = trial_folder(trial.user_attrs.get("run_dir"), source)
+    where = trial_folder(trial.user_attrs.get("run_dir"), _study_folder(source))
     if where is not None and (where / METRICS_FILE).exists():
         return read_metrics(where)
     name = study_metric(study)
